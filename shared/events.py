@@ -1,0 +1,303 @@
+"""Event contracts of DESIGN §2, as frozen pydantic models.
+
+Producers are strict: building an event with an unknown field raises. Consumers are
+tolerant: `decode_event` drops fields it does not know before validating, so a newer
+producer (an additive `schema_version` change) never breaks an older consumer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, Self
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from shared import topics
+
+WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+MAX_INLINE_PAYLOAD_BYTES = 256 * 1024
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class EventDecodeError(ValueError):
+    """Raised for bytes that are not a valid ibflow event; the message is the reason."""
+
+
+class Event(BaseModel):
+    """The envelope every event carries."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: ClassVar[str]
+
+    event_id: UUID = Field(default_factory=uuid4)
+    event_type: str
+    schema_version: int = 1
+    occurred_at: datetime = Field(default_factory=utc_now)
+    workflow_id: str = Field(pattern=WORKFLOW_ID_PATTERN)
+    execution_id: str = Field(min_length=1, max_length=200)
+    step_name: str | None = Field(default=None, max_length=200)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _must_be_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("occurred_at must carry a timezone (RFC 3339)")
+        return value.astimezone(UTC)
+
+    @property
+    def key(self) -> bytes:
+        """Kafka key: one execution's events stay in order on one partition."""
+        return self.execution_id.encode()
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+# --- ibflow.runs.requested ---------------------------------------------------------
+
+
+class RunParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbols: list[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9.]{0,11}$")]] | None = Field(
+        default=None, min_length=1, max_length=100
+    )
+
+
+class RunRequested(Event):
+    topic: ClassVar[str] = topics.RUNS_REQUESTED
+    event_type: Literal["run.requested"] = "run.requested"
+    trigger: Literal["schedule", "manual"]
+    params: RunParams = RunParams()
+    scheduled_for: datetime | None = None
+    requested_by: str | None = None
+
+
+# --- ibflow.runs.events -------------------------------------------------------------
+
+
+class RunStarted(Event):
+    topic: ClassVar[str] = topics.RUNS_EVENTS
+    event_type: Literal["run.started"] = "run.started"
+    trigger: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    steps: list[str] = Field(default_factory=list)
+
+
+class RunSucceeded(Event):
+    topic: ClassVar[str] = topics.RUNS_EVENTS
+    event_type: Literal["run.succeeded"] = "run.succeeded"
+    summary: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunFailed(Event):
+    topic: ClassVar[str] = topics.RUNS_EVENTS
+    event_type: Literal["run.failed"] = "run.failed"
+    error: str
+
+
+class StepStarted(Event):
+    topic: ClassVar[str] = topics.RUNS_EVENTS
+    event_type: Literal["step.started"] = "step.started"
+    attempt: int = Field(default=1, ge=1)
+
+
+class StepSucceeded(Event):
+    topic: ClassVar[str] = topics.RUNS_EVENTS
+    event_type: Literal["step.succeeded"] = "step.succeeded"
+    attempt: int = Field(default=1, ge=1)
+
+
+class StepFailed(Event):
+    topic: ClassVar[str] = topics.RUNS_EVENTS
+    event_type: Literal["step.failed"] = "step.failed"
+    attempt: int = Field(default=1, ge=1)
+    error: str
+
+
+# --- ibflow.artifacts ---------------------------------------------------------------
+
+
+class ArtifactCreated(Event):
+    """An artifact: inline `payload`, or `uri` + `size_bytes` + `sha256` in the store.
+
+    Producers outside ibflow (an Airflow DAG, a notebook) may publish these too; they
+    set `dag_id` / `task_id` so the artifact can be found by them.
+    """
+
+    topic: ClassVar[str] = topics.ARTIFACTS
+    event_type: Literal["artifact.created"] = "artifact.created"
+    artifact_id: UUID = Field(default_factory=uuid4)
+    name: str = Field(min_length=1, max_length=300)
+    kind: str = Field(min_length=1, max_length=50)
+    media_type: str = Field(default="application/json", min_length=3, max_length=200)
+    payload: Any = None
+    uri: str | None = Field(default=None, max_length=2000)
+    size_bytes: int | None = Field(default=None, ge=0)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    dag_id: str | None = Field(default=None, max_length=250)
+    task_id: str | None = Field(default=None, max_length=250)
+
+    @model_validator(mode="after")
+    def _payload_or_stored_content(self) -> Self:
+        stored = self.uri is not None
+        if stored and self.payload is not None:
+            raise ValueError("an artifact has either an inline payload or a uri, not both")
+        if stored and (self.size_bytes is None or self.sha256 is None):
+            raise ValueError("an artifact with a uri needs size_bytes and sha256")
+        if not stored and self.payload is None:
+            raise ValueError("an artifact needs an inline payload or a uri")
+        if not stored and len(json.dumps(self.payload, default=str)) > MAX_INLINE_PAYLOAD_BYTES:
+            raise ValueError(
+                f"inline payload is larger than {MAX_INLINE_PAYLOAD_BYTES} bytes; "
+                "store the content and send its uri"
+            )
+        return self
+
+
+# --- ibflow.logs --------------------------------------------------------------------
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class LogRecorded(Event):
+    """One structured log line of a run: `fields` stays an object, never a string."""
+
+    topic: ClassVar[str] = topics.LOGS
+    event_type: Literal["log.record"] = "log.record"
+    level: LogLevel = "INFO"
+    message: str = Field(max_length=10_000)
+    logger: str | None = None
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- ibflow.signals -----------------------------------------------------------------
+
+
+class SignalGenerated(Event):
+    """One trading signal for one symbol, for downstream consumers."""
+
+    topic: ClassVar[str] = topics.SIGNALS
+    event_type: Literal["signal.generated"] = "signal.generated"
+    symbol: str
+    action: Literal["BUY", "SELL", "HOLD"]
+    strength: float = Field(ge=0.0, le=1.0)
+    price: float | None = None
+    as_of: str | None = Field(default=None, description="date of the last bar the signal uses")
+    reasons: list[str] = Field(default_factory=list)
+    model: str | None = None
+    data_source: str | None = None
+    delayed: bool = False
+
+
+# --- decoding -----------------------------------------------------------------------
+
+EXECUTION_EVENTS: tuple[type[Event], ...] = (
+    RunRequested,
+    RunStarted,
+    RunSucceeded,
+    RunFailed,
+    StepStarted,
+    StepSucceeded,
+    StepFailed,
+    ArtifactCreated,
+    LogRecorded,
+    SignalGenerated,
+)
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.model_fields["event_type"].default: cls for cls in EXECUTION_EVENTS
+}
+RUN_LIFECYCLE_EVENTS = tuple(cls for cls in EXECUTION_EVENTS if cls.topic == topics.RUNS_EVENTS)
+
+
+def decode_event(raw: bytes | str, *, expected: tuple[type[Event], ...] = EXECUTION_EVENTS) -> Event:
+    """Decode and validate one event value; unknown fields are ignored.
+
+    Raises `EventDecodeError` with a human-readable reason for anything else.
+    """
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EventDecodeError(f"not valid UTF-8 JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise EventDecodeError(f"event must be a JSON object, got {type(data).__name__}")
+    event_type = data.get("event_type")
+    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        raise EventDecodeError(f"unknown event_type {event_type!r}")
+    if cls not in expected:
+        allowed = ", ".join(sorted(c.model_fields["event_type"].default for c in expected))
+        raise EventDecodeError(f"event_type {event_type!r} does not belong here (expected {allowed})")
+    known = {key: value for key, value in data.items() if key in cls.model_fields}
+    try:
+        return cls.model_validate(known)
+    except ValueError as exc:
+        raise EventDecodeError(_validation_reason(exc)) from None
+
+
+def _validation_reason(exc: ValueError) -> str:
+    errors = getattr(exc, "errors", None)
+    if errors is None:
+        return str(exc)
+    parts = []
+    for err in errors():
+        where = ".".join(str(p) for p in err["loc"]) or "event"
+        parts.append(f"{where}: {err['msg']}")
+    return "invalid event: " + "; ".join(parts)
+
+
+# --- ibflow.deadletter --------------------------------------------------------------
+
+
+class DeadLetter(BaseModel):
+    """What a consumer could not take, with why: never silently dropped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_type: Literal["deadletter"] = "deadletter"
+    dead_letter_id: UUID = Field(default_factory=uuid4)
+    failed_at: datetime = Field(default_factory=utc_now)
+    consumer: str
+    source_topic: str
+    source_partition: int | None = None
+    source_offset: int | None = None
+    source_key: str | None = None
+    reason: str
+    original_value: str = Field(description="the original bytes, decoded as UTF-8 with replacement")
+    original_value_base64: str
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        consumer: str,
+        topic: str,
+        value: bytes | None,
+        reason: str,
+        partition: int | None = None,
+        offset: int | None = None,
+        key: bytes | None = None,
+    ) -> DeadLetter:
+        value = value or b""
+        return cls(
+            consumer=consumer,
+            source_topic=topic,
+            source_partition=partition,
+            source_offset=offset,
+            source_key=key.decode("utf-8", "replace") if key is not None else None,
+            reason=reason,
+            original_value=value.decode("utf-8", "replace"),
+            original_value_base64=base64.b64encode(value).decode(),
+        )
+

@@ -1,0 +1,54 @@
+"""HTTP plumbing shared by the services: bearer auth for mutations, JSON errors."""
+
+from __future__ import annotations
+
+import hmac
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import SecretStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+def bearer_auth(token: SecretStr | None):
+    """A dependency that requires `Authorization: Bearer <token>` when a token is set."""
+
+    async def require_token(request: Request) -> None:
+        if token is None or not token.get_secret_value():
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token.get_secret_value()):
+            raise HTTPException(
+                status_code=401,
+                detail="this endpoint needs 'Authorization: Bearer <IBFLOW_API_TOKEN>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
+    return require_token
+
+
+def error_body(status: int, message: str, details: object = None) -> dict:
+    body: dict = {"error": message, "status": status}
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON with a readable `error` message."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request failed"
+        details = None if isinstance(exc.detail, str) else exc.detail
+        return JSONResponse(error_body(exc.status_code, message, details), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"where": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]} for err in exc.errors()
+        ]
+        message = "; ".join(f"{d['where']}: {d['problem']}" for d in details)
+        return JSONResponse(error_body(422, f"invalid request: {message}", details), status_code=422)
