@@ -1,0 +1,1 @@
+"""The embedded PostgreSQL and Kafka-protocol broker that `make run` and the tests start."""
