@@ -1,0 +1,147 @@
+"""The signals service: FastAPI (`/health`) and a FastStream Kafka consumer of
+`ibflow.runs.requested` that runs `ibkr_trading_signal_workflow` for each request."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+
+from services.signals.consumer import RunRequestHandler, SourceRecord
+from services.signals.health import SERVICE, health_report
+from services.signals.market_data.factory import build_provider
+from services.signals.market_data.provider import MarketDataProvider
+from services.signals.settings import SignalsSettings
+from services.signals.workflow.previous_signals import ArtifactsApiPreviousSignals
+from services.signals.workflow.runner import RunResources
+from services.signals.workflow.trading_signal import WORKFLOWS
+from shared import topics
+from shared.artifact_store import ArtifactStore
+from shared.events import (
+    ArtifactCreated,
+    DeadLetter,
+    Event,
+    LogRecorded,
+    SignalGenerated,
+)
+from shared.health import HealthReport
+from shared.http import install_error_handlers
+from shared.json_logging import configure_logging
+from shared.kafka import consumer_options, ensure_topics, new_broker
+
+OUTPUT_TOPICS = {
+    topics.RUNS_EVENTS: "Run and step lifecycle: run.started/succeeded/failed, step.started/succeeded/failed.",
+    topics.ARTIFACTS: "artifact.created: one per artifact of a step (inline JSON or a content-store uri).",
+    topics.LOGS: "log.record: the run's structured log lines; `fields` is an object.",
+    topics.SIGNALS: "signal.generated: one per symbol of a successful run, for downstream consumers.",
+    topics.DEADLETTER: "Run requests that could not be decoded or validated, with the reason.",
+}
+OUTPUT_SCHEMAS = {
+    topics.ARTIFACTS: ArtifactCreated,
+    topics.LOGS: LogRecorded,
+    topics.SIGNALS: SignalGenerated,
+    topics.DEADLETTER: DeadLetter,
+}
+
+
+def max_poll_interval_ms(settings: SignalsSettings) -> int:
+    """The consumer may spend a whole run between two polls; aiokafka leaves the group
+    (and the run's commit fails) if a poll comes later than this."""
+    longest_steps = max(len(workflow.steps) for workflow in WORKFLOWS.values())
+    return int((longest_steps * settings.step_timeout_seconds + 60) * 1000)
+
+
+class KafkaEventPublisher:
+    """Publishes events to their topic, keyed by execution id (one run, one partition)."""
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        # Declared publishers also document the output topics in the AsyncAPI schema.
+        self._publishers = {
+            topic: broker.publisher(topic, title=topic, description=description, schema=OUTPUT_SCHEMAS.get(topic))
+            for topic, description in OUTPUT_TOPICS.items()
+        }
+
+    async def __call__(self, event: Event) -> None:
+        await self._publishers[event.topic].publish(event.to_bytes(), key=event.key)
+
+    async def dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
+        await self._publishers[topics.DEADLETTER].publish(letter.to_bytes(), key=key)
+
+
+def subscribe_run_requests(broker: KafkaBroker, settings: SignalsSettings, handler: RunRequestHandler) -> None:
+    @broker.subscriber(
+        topics.RUNS_REQUESTED,
+        # A failed run is published and committed like a successful one; only a broker
+        # that refuses the run's events raises, and then the request is fetched again.
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_poll_interval_ms=max_poll_interval_ms(settings),
+        title="ibflow.runs.requested",
+        description="RunRequested: run the workflow's steps and publish what they produce.",
+        **consumer_options(settings, group_id=settings.signals_consumer_group_id),
+    )
+    async def on_run_requested(message: KafkaMessage) -> None:
+        record = message.raw_message
+        await handler.handle(
+            message.body,
+            SourceRecord(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key),
+        )
+
+
+def create_app(settings: SignalsSettings | None = None) -> FastAPI:
+    settings = settings or SignalsSettings()
+    configure_logging(SERVICE, settings.log_level)
+    provider: MarketDataProvider = build_provider(settings)
+    store = ArtifactStore.from_url(settings.artifact_store_url)
+    resources = RunResources(
+        provider=provider,
+        store=store,
+        watchlist=settings.watchlist_symbols,
+        history_days=settings.history_days,
+        step_timeout_seconds=settings.step_timeout_seconds,
+        inline_max_bytes=settings.artifact_inline_max_bytes,
+        previous_signals=ArtifactsApiPreviousSignals(
+            settings.artifacts_url, timeout=settings.artifacts_timeout_seconds
+        ),
+    )
+    broker = new_broker(settings, client_id="ibflow-signals")
+    publisher = KafkaEventPublisher(broker)
+    handler = RunRequestHandler(
+        workflows=WORKFLOWS, resources=resources, publish=publisher, publish_dead_letter=publisher.dead_letter
+    )
+    subscribe_run_requests(broker, settings, handler)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await ensure_topics(settings)
+        await provider.start()
+        try:
+            await broker.start()
+            try:
+                yield
+            finally:
+                await broker.stop()
+        finally:
+            await provider.stop()
+
+    app = FastAPI(
+        title="ibflow signals",
+        description="Runs ibkr_trading_signal_workflow for each RunRequested and publishes its events.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.state.settings = settings
+    app.state.broker = broker
+    app.state.provider = provider
+    app.state.store = store
+
+    @app.get("/health", response_model=HealthReport, responses={503: {"model": HealthReport}})
+    async def health() -> JSONResponse:
+        report = await health_report(settings, provider, store)
+        return JSONResponse(report.model_dump(mode="json"), status_code=503 if report.status == "unhealthy" else 200)
+
+    return app

@@ -1,0 +1,1 @@
+"""Running a workflow: the step runner, the run-scoped emitter, and the workflow's steps."""
