@@ -1,0 +1,108 @@
+"""`/api/runs`: runs with their steps and progress, and how a run's signals moved."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from services.artifacts.api import mapping, schemas
+from services.artifacts.api.cursors import decode_cursor, encode_cursor
+from services.artifacts.api.deps import ExecutionIdDep, SessionDep
+from services.artifacts.db.models import Run
+from services.artifacts.queries.artifacts import latest_signals_artifact
+from services.artifacts.queries.runs import RunFilters, get_run, list_runs, previous_successful_run_with_signals
+from services.artifacts.signals_diff import diff_signals, signals_by_symbol
+
+router = APIRouter(prefix="/api/runs", tags=["runs"])
+
+
+@router.get("", response_model=schemas.RunPage)
+@router.get("/", response_model=schemas.RunPage, include_in_schema=False)
+async def list_runs_route(
+    session: SessionDep,
+    workflow_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    status: Annotated[schemas.RunStatus | None, Query()] = None,
+    trigger: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
+    started_after: Annotated[
+        datetime | None, Query(description="RFC 3339; runs that began (requested or started) at or after it")
+    ] = None,
+    started_before: Annotated[datetime | None, Query(description="RFC 3339; runs that began before it")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+) -> schemas.RunPage:
+    filters = RunFilters(
+        workflow_id=workflow_id,
+        status=status,
+        trigger=trigger,
+        started_after=started_after,
+        started_before=started_before,
+    )
+    after = decode_cursor("runs", cursor, (datetime, str)) if cursor else None
+    listings, total, more = await list_runs(session, filters, limit, after)
+    next_cursor = None
+    if more and listings:
+        last = listings[-1].run
+        next_cursor = encode_cursor("runs", last.opened_at, last.execution_id)
+    return schemas.RunPage(
+        runs=[mapping.run_summary(item.run, item.steps_total, item.steps_finished) for item in listings],
+        total=total,
+        limit=limit,
+        next_cursor=next_cursor,
+    )
+
+
+async def run_or_404(session: SessionDep, execution_id: str) -> Run:
+    run = await get_run(session, execution_id)
+    if run is None:
+        raise HTTPException(status_code=404, detail=f"no run {execution_id!r}")
+    return run
+
+
+@router.get("/{execution_id}", response_model=schemas.RunDetail)
+async def get_run_route(session: SessionDep, execution_id: ExecutionIdDep) -> schemas.RunDetail:
+    return mapping.run_detail(await run_or_404(session, execution_id))
+
+
+@router.get("/{execution_id}/signals-diff", response_model=schemas.SignalsDiff)
+async def signals_diff_route(session: SessionDep, execution_id: ExecutionIdDep) -> schemas.SignalsDiff:
+    run = await run_or_404(session, execution_id)
+    current = await latest_signals_artifact(session, run.execution_id)
+    diff = schemas.SignalsDiff(
+        execution_id=run.execution_id,
+        workflow_id=run.workflow_id,
+        artifact_id=current.artifact_id if current else None,
+        previous_execution_id=None,
+        previous_artifact_id=None,
+        comparable=False,
+        note=None,
+        changed_actions=[],
+        strength_moves=[],
+        new_symbols=[],
+        dropped_symbols=[],
+        unchanged_symbols=[],
+    )
+    current_signals = signals_by_symbol(current.payload) if current else None
+    if current_signals is None:
+        diff.note = f"run {run.execution_id} has no signals artifact with a signals list (yet)"
+        return diff
+    previous_run = await previous_successful_run_with_signals(session, run)
+    if previous_run is None:
+        diff.note = f"no earlier successful run of {run.workflow_id} with signals to compare with"
+        return diff
+    previous = await latest_signals_artifact(session, previous_run.execution_id)
+    diff.previous_execution_id = previous_run.execution_id
+    diff.previous_artifact_id = previous.artifact_id
+    previous_signals = signals_by_symbol(previous.payload)
+    if previous_signals is None:
+        diff.note = f"the signals artifact of {previous_run.execution_id} has no signals list"
+        return diff
+    result = diff_signals(current_signals, previous_signals)
+    diff.comparable = True
+    diff.changed_actions = [mapping.signal_change(c) for c in result.changed_actions]
+    diff.strength_moves = [mapping.signal_change(c) for c in result.strength_moves]
+    diff.new_symbols = [mapping.signal_change(c) for c in result.new_symbols]
+    diff.dropped_symbols = [mapping.signal_change(c) for c in result.dropped_symbols]
+    diff.unchanged_symbols = result.unchanged_symbols
+    return diff

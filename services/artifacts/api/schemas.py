@@ -1,0 +1,142 @@
+"""HTTP response schemas of the artifacts service (DESIGN §4 and the API contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+RunStatus = Literal["queued", "running", "succeeded", "failed"]
+StepStatus = Literal["pending", "running", "succeeded", "failed"]
+
+
+class ArtifactSummary(BaseModel):
+    artifact_id: UUID
+    event_id: UUID
+    name: str
+    kind: str
+    media_type: str
+    workflow_id: str
+    execution_id: str
+    step_name: str | None
+    dag_id: str | None
+    task_id: str | None
+    created_at: datetime = Field(description="when the producer made it (the event's occurred_at)")
+    stored_at: datetime
+    metadata: dict[str, Any]
+    uri: str | None
+    size_bytes: int | None
+    sha256: str | None
+    has_inline_payload: bool
+    content_url: str
+
+
+class Artifact(ArtifactSummary):
+    payload: Any = Field(description="the inline JSON payload; null for content in the artifact store")
+
+
+class ArtifactPage(BaseModel):
+    artifacts: list[ArtifactSummary]
+    total: int
+    limit: int
+    next_cursor: str | None
+
+
+class ExecutionArtifacts(BaseModel):
+    workflow_id: str
+    execution_id: str
+    run_status: RunStatus | None = Field(description="null when no run events of it were stored")
+    artifact_count: int
+    kinds: dict[str, int]
+    first_created_at: datetime
+    last_created_at: datetime
+
+
+class ExecutionArtifactsPage(BaseModel):
+    executions: list[ExecutionArtifacts]
+    total: int
+    limit: int
+    next_cursor: str | None
+
+
+class StepSummary(BaseModel):
+    step_name: str
+    status: StepStatus
+    attempt: int = Field(description="latest attempt seen; 0 until a step event arrives")
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None
+    error: str | None
+    artifact_count: int
+
+
+class RunSummary(BaseModel):
+    execution_id: str
+    workflow_id: str
+    status: RunStatus
+    trigger: str | None
+    params: dict[str, Any]
+    requested_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_seconds: float | None = Field(description="finished - started; for a running run, time so far")
+    error: str | None
+    steps_total: int
+    steps_finished: int
+    progress: float = Field(ge=0.0, le=1.0)
+    artifact_count: int
+    log_count: int
+
+
+class RunDetail(RunSummary):
+    steps: list[StepSummary]
+
+
+class RunPage(BaseModel):
+    runs: list[RunSummary]
+    total: int
+    limit: int
+    next_cursor: str | None
+
+
+class LogRecordOut(BaseModel):
+    id: int
+    event_id: UUID
+    occurred_at: datetime
+    level: str
+    step_name: str | None
+    message: str
+    logger: str | None
+    fields: dict[str, Any]
+
+
+class LogPage(BaseModel):
+    logs: list[LogRecordOut]
+    limit: int
+    next_cursor: str | None
+
+
+class SignalChange(BaseModel):
+    symbol: str
+    action: str | None
+    previous_action: str | None
+    strength: float | None
+    previous_strength: float | None
+    strength_change: float | None
+
+
+class SignalsDiff(BaseModel):
+    execution_id: str
+    workflow_id: str
+    artifact_id: UUID | None = Field(description="the run's signals artifact compared")
+    previous_execution_id: str | None = Field(description="the previous successful run of the workflow")
+    previous_artifact_id: UUID | None
+    comparable: bool
+    note: str | None = Field(description="why nothing was compared, when comparable is false")
+    changed_actions: list[SignalChange]
+    strength_moves: list[SignalChange] = Field(description="same action, different strength; biggest move first")
+    new_symbols: list[SignalChange]
+    dropped_symbols: list[SignalChange]
+    unchanged_symbols: list[str]

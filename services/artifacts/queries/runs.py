@@ -1,0 +1,94 @@
+"""Reading runs: filtered keyset pages, one run with its steps, the previous successful run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, exists, func, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from services.artifacts.db.models import TERMINAL_STATUSES, Artifact, Run, RunStep
+
+
+@dataclass(frozen=True)
+class RunFilters:
+    workflow_id: str | None = None
+    status: str | None = None
+    trigger: str | None = None
+    # Compared with the run's place in time: the earliest event of it (requested or started).
+    started_after: datetime | None = None
+    started_before: datetime | None = None
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        equal = {Run.workflow_id: self.workflow_id, Run.status: self.status, Run.trigger: self.trigger}
+        conditions = [column == value for column, value in equal.items() if value is not None]
+        if self.started_after is not None:
+            conditions.append(Run.opened_at >= self.started_after)
+        if self.started_before is not None:
+            conditions.append(Run.opened_at < self.started_before)
+        return conditions
+
+
+@dataclass(frozen=True)
+class RunListing:
+    run: Run
+    steps_total: int
+    steps_finished: int
+
+
+def _step_counts():
+    # Correlated per run of the page: a lookup on run_steps' primary key each.
+    total = select(func.count()).where(RunStep.execution_id == Run.execution_id).scalar_subquery()
+    finished = (
+        select(func.count())
+        .where(RunStep.execution_id == Run.execution_id, RunStep.status.in_(TERMINAL_STATUSES))
+        .scalar_subquery()
+    )
+    return total, finished
+
+
+async def list_runs(
+    session: AsyncSession, filters: RunFilters, limit: int, after: tuple[datetime, str] | None
+) -> tuple[list[RunListing], int, bool]:
+    """Newest first; returns the page, the total matching the filters, and whether more follow."""
+    conditions = filters.conditions()
+    total_steps, finished_steps = _step_counts()
+    query = (
+        select(Run, total_steps, finished_steps)
+        .where(*conditions)
+        .order_by(Run.opened_at.desc(), Run.execution_id.desc())
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(tuple_(Run.opened_at, Run.execution_id) < tuple_(*after))
+    rows = (await session.execute(query)).all()
+    total = await session.scalar(select(func.count()).select_from(Run).where(*conditions))
+    return [RunListing(*row) for row in rows[:limit]], total or 0, len(rows) > limit
+
+
+async def get_run(session: AsyncSession, execution_id: str) -> Run | None:
+    return await session.scalar(select(Run).where(Run.execution_id == execution_id).options(selectinload(Run.steps)))
+
+
+async def run_status(session: AsyncSession, execution_id: str) -> str | None:
+    return await session.scalar(select(Run.status).where(Run.execution_id == execution_id))
+
+
+async def previous_successful_run_with_signals(session: AsyncSession, run: Run) -> Run | None:
+    """The latest successful run of the same workflow before `run` that left signals."""
+    has_signals = exists().where(
+        Artifact.execution_id == Run.execution_id, Artifact.kind == "signals", Artifact.payload.is_not(None)
+    )
+    return await session.scalar(
+        select(Run)
+        .where(
+            Run.workflow_id == run.workflow_id,
+            Run.status == "succeeded",
+            tuple_(Run.opened_at, Run.execution_id) < tuple_(run.opened_at, run.execution_id),
+            has_signals,
+        )
+        .order_by(Run.opened_at.desc(), Run.execution_id.desc())
+        .limit(1)
+    )

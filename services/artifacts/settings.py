@@ -1,0 +1,25 @@
+"""Settings of the artifacts service, built at start-up from the environment / `.env`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from shared.artifact_store import ArtifactStoreSettings
+from shared.settings import DatabaseSettings, HttpSettings, KafkaSettings
+
+
+class ArtifactsSettings(KafkaSettings, DatabaseSettings, HttpSettings, ArtifactStoreSettings):
+    artifacts_port: int = 8001
+    # Off for query-only replicas (and the log benchmark): no consumer, no broker needed.
+    artifacts_consumer_enabled: bool = True
+    artifacts_consumer_group_id: str = "ibflow-artifacts"
+    artifacts_batch_max_records: int = Field(default=500, ge=1, le=5000)
+    artifacts_batch_timeout_ms: int = Field(default=200, ge=1)
+    # How long a batch is retried in place while the database is unreachable before the
+    # consumer seeks back and fetches it again (polling keeps its group membership).
+    artifacts_db_retry_seconds: float = Field(default=30.0, gt=0)
+    artifacts_db_timeout_seconds: float = Field(default=5.0, gt=0)
+    artifacts_log_stream_poll_seconds: float = Field(default=0.5, gt=0)
+    # Logs travel on their own topic, so some may land after run.succeeded: a finished
+    # run's live follow waits this long for stragglers before it ends.
+    artifacts_log_stream_grace_seconds: float = Field(default=2.0, ge=0)
