@@ -1,0 +1,98 @@
+"""`/api/*` forwarded to the owning service: method, path, query, body and the headers
+that matter; the response streamed back as it arrives (artifact content, log streams).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import httpx
+from fastapi import APIRouter, HTTPException, Request
+from starlette.responses import StreamingResponse
+
+from services.gateway.downstream import Downstream, DownstreamUnavailable, Services
+
+log = logging.getLogger(__name__)
+
+FORWARDED_REQUEST_HEADERS = (
+    "authorization", "content-type", "accept", "last-event-id",
+    "if-none-match", "if-modified-since", "range", "x-request-id",
+)
+FORWARDED_RESPONSE_HEADERS = (
+    "content-type", "content-length", "content-disposition", "content-range", "accept-ranges",
+    "cache-control", "etag", "last-modified", "location", "www-authenticate", "retry-after",
+    "x-accel-buffering", "x-request-id",
+)
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+router = APIRouter()
+
+
+@router.api_route(
+    "/api/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+    include_in_schema=False,
+)
+async def forward(request: Request) -> StreamingResponse:
+    services: Services = request.app.state.services
+    service = services.owner(request.url.path)
+    if service is None:
+        raise HTTPException(404, f"no API at {request.url.path}; see /docs")
+    if request.method in MUTATING_METHODS:
+        await request.app.state.require_token(request)
+    return await relay(services.client, service, request)
+
+
+async def relay(client: httpx.AsyncClient, service: Downstream, request: Request) -> StreamingResponse:
+    headers = {name: value for name in FORWARDED_REQUEST_HEADERS if (value := request.headers.get(name))}
+    streaming = "text/event-stream" in request.headers.get("accept", "") or request.url.path.endswith("/stream")
+    # The raw path and query, so percent-escapes reach the service exactly as sent.
+    target = request.scope.get("raw_path") or request.url.path.encode()
+    if query := request.scope.get("query_string"):
+        target += b"?" + query
+    base = httpx.URL(service.base_url)
+    upstream_request = client.build_request(
+        request.method,
+        base.copy_with(raw_path=base.raw_path.rstrip(b"/") + target),
+        headers=headers,
+        content=await request.body(),
+        # A live log stream is quiet while the run is; only connecting is bounded then.
+        timeout=httpx.Timeout(None, connect=client.timeout.connect) if streaming else client.timeout,
+    )
+    try:
+        upstream = await client.send(upstream_request, stream=True)
+    except httpx.HTTPError as exc:
+        raise DownstreamUnavailable(service, exc) from exc
+    return StreamingResponse(
+        _body(upstream, service),
+        status_code=upstream.status_code,
+        headers=_response_headers(upstream, service),
+    )
+
+
+async def _body(upstream: httpx.Response, service: Downstream) -> AsyncIterator[bytes]:
+    try:
+        # Decoded bytes: the gateway asks for identity, and drops Content-Encoding if a
+        # service compresses all the same.
+        async for chunk in upstream.aiter_bytes():
+            yield chunk
+    except httpx.HTTPError as exc:
+        # The status line is already sent: all that can be done is to end the body.
+        log.warning("downstream response broke off",
+                    extra={"service": service.name, "reason": type(exc).__name__})
+    finally:
+        await upstream.aclose()
+
+
+def _response_headers(upstream: httpx.Response, service: Downstream) -> dict[str, str]:
+    headers = {name: value for name in FORWARDED_RESPONSE_HEADERS if (value := upstream.headers.get(name))}
+    if upstream.headers.get("content-encoding", "identity") != "identity":
+        headers.pop("content-length", None)
+    location = headers.get("location")
+    if location and location.startswith(service.base_url):
+        # FastAPI's trailing-slash redirects name the service's own address: keep clients here.
+        headers["location"] = location[len(service.base_url):] or "/"
+    # Artifact content is untrusted: opened directly it must not run script in this origin.
+    headers["content-security-policy"] = "sandbox"
+    headers["x-content-type-options"] = "nosniff"
+    return headers
