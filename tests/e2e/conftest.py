@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
+import shutil
 from collections.abc import Callable, Iterator
 
-import httpx
 import pytest
 
 from ibflow.stack import Stack
-
-TERMINAL = {"succeeded", "failed"}
+from tests.support import private_tmp
 
 
 def stack_env(**overrides: str) -> dict[str, str]:
@@ -24,12 +22,12 @@ def stack_env(**overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def start_stack(tmp_path_factory, kafka_env) -> Iterator[Callable[..., Stack]]:
+def start_stack() -> Iterator[Callable[..., Stack]]:
     """Start a stack with extra environment; everything started is stopped after the module."""
     stacks: list[Stack] = []
 
     def start(**env: str) -> Stack:
-        stack = Stack(workdir=tmp_path_factory.mktemp("stack"), env=stack_env(**env), free_ports=True,
+        stack = Stack(workdir=private_tmp("stack"), env=stack_env(**env), free_ports=True,
                       durable_postgres=False)
         stacks.append(stack)
         stack.start()
@@ -38,16 +36,4 @@ def start_stack(tmp_path_factory, kafka_env) -> Iterator[Callable[..., Stack]]:
     yield start
     for stack in stacks:
         stack.stop()
-
-
-def wait_for_run(gateway: str, execution_id: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{gateway}/api/runs/{execution_id}", timeout=10)
-        if response.status_code == 200:
-            last = response.json()
-            if last["status"] in TERMINAL:
-                return last
-        time.sleep(0.5)
-    raise AssertionError(f"run {execution_id} did not end within {timeout}s; last seen: {last}")
+        shutil.rmtree(stack.workdir, ignore_errors=True)

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from tests.e2e.conftest import wait_for_run
+from tests.support import wait_for_run
 
 pytestmark = pytest.mark.e2e
 WORKFLOW = "ibkr_trading_signal_workflow"

@@ -1,23 +1,26 @@
 """With PostgreSQL down, /health says so (where, masked) and the gateway still answers."""
 
+import shutil
 import time
 
 import httpx
 import pytest
 
 from ibflow.devstack.postgres import EmbeddedPostgres
+from tests.conftest import private_tmp
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "pw-that-must-not-leak-7Q"
 
 
 @pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg-stop") / "data", durable=False)
+def postgres():
+    server = EmbeddedPostgres(private_tmp("pg-stop") / "data", durable=False)
     server.start()
     server.create_database("ibflow_health")
     yield server
     server.remove()
+    shutil.rmtree(server.data_dir.parent, ignore_errors=True)
 
 
 def health_when(gateway: str, predicate, timeout: float = 30) -> dict:

@@ -1,0 +1,33 @@
+"""Helpers the test tiers share (fixtures live in conftest.py files)."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+TERMINAL = {"succeeded", "failed"}
+
+
+def private_tmp(name: str) -> Path:
+    """A folder outside pytest's temp root for servers that run as another user.
+
+    pytest prunes and re-permissions its own temp root when another session starts,
+    which would pull the data folder from under a running PostgreSQL.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"ibflow-test-{name}-"))
+
+
+def wait_for_run(gateway: str, execution_id: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        response = httpx.get(f"{gateway}/api/runs/{execution_id}", timeout=10)
+        if response.status_code == 200:
+            last = response.json()
+            if last["status"] in TERMINAL:
+                return last
+        time.sleep(0.5)
+    raise AssertionError(f"run {execution_id} did not end within {timeout}s; last seen: {last}")
