@@ -116,10 +116,20 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_stack(demo=not args.no_demo)
     if args.command == "migrate":
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from shared.database import describe_database, normalize_database_url
+
         url = os.environ.get("DATABASE_URL")
         if not url:
             parser.error("DATABASE_URL is not set")
-        for service, head in asyncio.run(migrate(url)).items():
+        try:
+            heads = asyncio.run(migrate(url))
+        except (OSError, SQLAlchemyError) as exc:
+            where = describe_database(normalize_database_url(url))["url"]
+            print(f"migration failed on {where}: {exc.__cause__ or exc}", file=sys.stderr)
+            return 1
+        for service, head in heads.items():
             print(f"{service}: at {head}")
         return 0
     if args.command == "topics":

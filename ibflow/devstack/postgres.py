@@ -65,8 +65,9 @@ class EmbeddedPostgres:
             raise TimeoutError(f"PostgreSQL did not start; see {self.data_dir / 'server.log'}") from None
         log.info("embedded PostgreSQL listening", extra={"host": self.host, "port": self.port})
 
-    def create_database(self, name: str) -> str:
-        self._psql(f'CREATE DATABASE "{name}"', check=False)
+    def create_database(self, name: str, owner: str | None = None) -> str:
+        owned = f' OWNER "{owner}"' if owner else ""
+        self.execute(f'CREATE DATABASE "{name}"{owned}', check=False)
         return self.url(name)
 
     def stop(self) -> None:
@@ -118,7 +119,7 @@ class EmbeddedPostgres:
                 raise TimeoutError
             time.sleep(0.1)
 
-    def _psql(self, sql: str, check: bool = True) -> subprocess.CompletedProcess:
+    def execute(self, sql: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
             [postgres_binary("psql"), "-h", self.host, "-p", str(self.port), "-U", SUPERUSER, "-d", "postgres",
              "-v", "ON_ERROR_STOP=1", "-c", sql],

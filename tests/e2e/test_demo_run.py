@@ -67,4 +67,7 @@ def test_health_is_ok_when_everything_runs(gateway, demo_run):
     health = httpx.get(f"{gateway}/health").json()
     assert health["status"] in {"ok", "degraded"}, health
     database = health["components"]["database"]
-    assert database["status"] == "ok" and database["detail"]["revision"] == database["detail"]["head"]
+    assert database["status"] == "ok" and database["detail"]["database"] == "ibflow"
+    for service in ("artifacts", "scheduler"):
+        schema = database["detail"]["services"][service]
+        assert schema["revision"] == schema["head"] is not None

@@ -17,7 +17,8 @@ PASSWORD = "pw-that-must-not-leak-7Q"
 def postgres():
     server = EmbeddedPostgres(private_tmp("pg-stop") / "data", durable=False)
     server.start()
-    server.create_database("ibflow_health")
+    server.execute(f"CREATE ROLE ibflow_user LOGIN PASSWORD '{PASSWORD}'")
+    server.create_database("ibflow_health", owner="ibflow_user")
     yield server
     server.remove()
     shutil.rmtree(server.data_dir.parent, ignore_errors=True)
