@@ -1,0 +1,28 @@
+"""Execution ids and event ids of the runs the scheduler requests.
+
+A scheduled slot's execution id is derived from (workflow, slot instant in UTC), so
+every replica computes the same id for the same slot and the database claim on it is
+unique: `scheduled-ibkr_trading_signal_workflow-20261218T140000Z` is the 09:00 New
+York run of 2026-12-18. A manual trigger gets a fresh `manual-<32 hex>` id. The
+event id is derived from the execution id, so a re-published request is the same
+event, byte for byte, and consumers deduplicate it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from uuid import UUID, uuid4, uuid5
+
+_EVENT_NAMESPACE = UUID("6f0c7b8e-2d4a-5b6c-9e1f-3a7d5c9b2e40")
+
+
+def scheduled_execution_id(workflow_id: str, slot_at: datetime) -> str:
+    return f"scheduled-{workflow_id}-{slot_at.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def manual_execution_id() -> str:
+    return f"manual-{uuid4().hex}"
+
+
+def request_event_id(execution_id: str) -> UUID:
+    return uuid5(_EVENT_NAMESPACE, execution_id)

@@ -1,0 +1,1 @@
+"""The scheduler's Alembic environment (a package so that installs carry it)."""

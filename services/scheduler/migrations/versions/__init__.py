@@ -1,0 +1,1 @@
+"""Revisions of the scheduler's tables."""

@@ -1,0 +1,120 @@
+"""The scheduler's tables (its own Alembic migrations, version table `alembic_version_scheduler`)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, CheckConstraint, DateTime, Identity, Index, Integer, MetaData, String, Text, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+VERSION_TABLE = "alembic_version_scheduler"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Schedule(Base):
+    """One workflow's schedule: data, edited through the API."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        CheckConstraint("misfire_policy IN ('all', 'last', 'none')", name="misfire_policy"),
+        CheckConstraint("misfire_window_seconds >= 0", name="misfire_window"),
+        CheckConstraint("max_active_runs IS NULL OR max_active_runs >= 1", name="max_active_runs"),
+    )
+
+    workflow_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    cron: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    paused: Mapped[bool] = mapped_column(default=False)
+    misfire_policy: Mapped[str] = mapped_column(String(8))
+    misfire_window_seconds: Mapped[int] = mapped_column(Integer)
+    max_active_runs: Mapped[int | None] = mapped_column(Integer)
+    calendar: Mapped[str | None] = mapped_column(String(32))
+    default_params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    # Slots up to this instant have been decided (fired, skipped or queued).
+    evaluated_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ScheduleSlot(Base):
+    """A decided slot or a manual trigger; for the ones that fire, the outbox of their
+    `RunRequested`: claimed here before publishing, re-published if unconfirmed."""
+
+    __tablename__ = "schedule_slots"
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'claimed', 'published', 'skipped')", name="state"),
+        CheckConstraint("trigger IN ('schedule', 'manual')", name="trigger"),
+        # the claim: one row per scheduled slot, whichever replica gets there first
+        Index(
+            "uq_schedule_slots_scheduled_slot", "workflow_id", "slot_at",
+            unique=True, postgresql_where=text("trigger = 'schedule'"),
+        ),
+        Index("ix_schedule_slots_claimed_lease", "lease_until", postgresql_where=text("state = 'claimed'")),
+        Index("ix_schedule_slots_queued", "workflow_id", "slot_at", postgresql_where=text("state = 'queued'")),
+    )
+
+    execution_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(128))
+    trigger: Mapped[str] = mapped_column(String(16))
+    # nominal time of a scheduled slot (UTC); request time of a manual trigger
+    slot_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[str] = mapped_column(String(16))
+    # the ledger outcome once published (fired / recovered / manual), and why
+    outcome: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    # the exact RunRequested value, fixed at claim time so a re-publish is identical
+    event: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class LedgerEntry(Base):
+    """What happened to a slot (or a manual trigger), one row per thing that happened."""
+
+    __tablename__ = "schedule_ledger"
+    __table_args__ = (Index("ix_schedule_ledger_workflow_id_id", "workflow_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(128))
+    execution_id: Mapped[str | None] = mapped_column(String(200))
+    slot_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    trigger: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class TrackedRun(Base):
+    """Runs the scheduler requested or saw on `ibflow.runs.events`, for max_active_runs."""
+
+    __tablename__ = "tracked_runs"
+    __table_args__ = (
+        CheckConstraint("status IN ('requested', 'running', 'succeeded', 'failed')", name="status"),
+        Index("ix_tracked_runs_active", "workflow_id", "updated_at",
+              postgresql_where=text("status IN ('requested', 'running')")),
+    )
+
+    execution_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(128))
+    status: Mapped[str] = mapped_column(String(16))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -1,0 +1,30 @@
+"""What one running scheduler holds, wired once by `main.create_app`."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from alembic.config import Config
+from faststream.kafka import KafkaBroker
+from sqlalchemy import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.scheduler.clock import Clock
+from services.scheduler.outbox import RunRequestOutbox
+from services.scheduler.scheduling_loop import SchedulingLoop
+from services.scheduler.settings import SchedulerSettings
+
+
+@dataclass
+class SchedulerRuntime:
+    settings: SchedulerSettings
+    database_url: URL
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    alembic: Config
+    clock: Clock
+    broker: KafkaBroker
+    outbox: RunRequestOutbox
+    loop: SchedulingLoop
+    loop_task: asyncio.Task | None = field(default=None)
