@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
 
 
 def bearer_auth(token: SecretStr | None):
@@ -44,6 +47,12 @@ def install_error_handlers(app: FastAPI) -> None:
         details = None if isinstance(exc.detail, str) else exc.detail
         return JSONResponse(error_body(exc.status_code, message, details), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path, "method": request.method})
+        return JSONResponse(error_body(500, f"internal error ({type(exc).__name__}); see the service log"),
+                            status_code=500)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
