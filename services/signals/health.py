@@ -21,7 +21,8 @@ _OK_STATES = {"connected", "disabled"}
 def market_data_health(provider: MarketDataProvider) -> ComponentHealth:
     health = provider.health()
     detail = {"provider": provider.name, **health.detail, "state": health.state}
-    if health.state in _OK_STATES:
+    # a data farm down leaves the socket connected but the data stale: say so
+    if health.state in _OK_STATES and not health.detail.get("degraded"):
         return ComponentHealth(status="ok", detail=detail)
     error = detail.get("error") or f"market data provider {provider.name} is {health.state}"
     return ComponentHealth(status="degraded", detail=detail, error=str(error))

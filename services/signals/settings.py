@@ -7,6 +7,7 @@ import re
 from pydantic import Field, field_validator
 
 from services.signals.market_data.factory import ProviderName
+from services.signals.market_data.ibkr.settings import IbkrSettings
 from shared.artifact_store import ArtifactStoreSettings
 from shared.settings import HttpSettings, KafkaSettings
 
@@ -14,11 +15,11 @@ DEFAULT_WATCHLIST = "AAPL,MSFT,IBM,GOOG"
 _SYMBOL = re.compile(r"[A-Z][A-Z0-9.]{0,11}")
 
 
-class SignalsSettings(KafkaSettings, HttpSettings, ArtifactStoreSettings):
+class SignalsSettings(KafkaSettings, HttpSettings, ArtifactStoreSettings, IbkrSettings):
     signals_port: int = 8003
     signals_consumer_group_id: str = "ibflow-signals"
-    # The IBKR provider replaces the sample file as the default once it lands.
-    market_data_provider: ProviderName = "sample_file"
+    # `sample_file` replays the bokeh-sampledata file without a socket (tests, demos).
+    market_data_provider: ProviderName = "ibkr"
     watchlist: str = DEFAULT_WATCHLIST
     # Calendar days of daily bars each run fetches; the walk-forward needs a few hundred bars.
     history_days: int = Field(default=3 * 365, ge=30)

@@ -1,7 +1,23 @@
-"""The walking skeleton end to end: a trigger through the gateway becomes a stored run."""
+"""The walking skeleton end to end: a trigger through the gateway becomes a stored run.
+
+The stack is the one `make run` starts: the demo run's market data comes through the
+real ib_async client from the fake IB gateway.
+"""
+
+import asyncio
+import csv
+import gzip
+import hashlib
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from tests.support import wait_for_run
 
@@ -11,8 +27,19 @@ STEPS = ["fetch_market_data", "compute_features", "generate_signals", "publish_s
 
 
 @pytest.fixture(scope="module")
-def gateway(start_stack) -> str:
-    return start_stack().gateway_url
+def stack(start_stack):
+    return start_stack()
+
+
+@pytest.fixture(scope="module")
+def gateway(stack) -> str:
+    return stack.gateway_url
+
+
+@pytest.fixture(scope="module")
+def demo_artifacts(gateway, demo_run) -> list[dict]:
+    params = {"execution_id": demo_run["execution_id"], "limit": 500}
+    return httpx.get(f"{gateway}/api/artifacts/", params=params).json()["artifacts"]
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +98,92 @@ def test_health_is_ok_when_everything_runs(gateway, demo_run):
     for service in ("artifacts", "scheduler"):
         schema = database["detail"]["services"][service]
         assert schema["revision"] == schema["head"] is not None
+
+
+def sample_bars() -> dict[tuple[str, str], list[float]]:
+    import bokeh_sampledata
+
+    path = Path(bokeh_sampledata.__file__).parent / "_data" / "stocks.csv.gz"
+    with gzip.open(path, "rt") as rows:
+        return {(r["Ticker"], r["Date"]): [float(r[k]) for k in ("Open", "High", "Low", "Close", "Volume")]
+                for r in csv.DictReader(rows)}
+
+
+def test_the_dataset_came_through_ibkr_and_equals_the_sample_data(gateway, demo_artifacts):
+    dataset = next(a for a in demo_artifacts if a["kind"] == "dataset" and a["media_type"] == "text/csv")
+    assert "IBKR" in dataset["metadata"]["source"] and dataset["metadata"]["replayed"] is True
+    rows = list(csv.DictReader(httpx.get(f"{gateway}{dataset['content_url']}").text.splitlines()))
+    expected = sample_bars()
+    assert len(rows) > 400
+    for row in rows:
+        stored = [float(row[k]) for k in ("open", "high", "low", "close", "volume")]
+        assert stored == expected[(row["symbol"], row["date"])], row
+
+
+def test_the_demo_run_leaves_every_kind_a_reader_needs(gateway, demo_artifacts):
+    kinds = {a["kind"] for a in demo_artifacts}
+    assert {"dataset", "features", "model", "signals", "chart", "report"} <= kinds
+    assert any(a["kind"] == "model" and a["media_type"] == "application/octet-stream" for a in demo_artifacts)
+    charts = [a for a in demo_artifacts if a["kind"] == "chart"]
+    assert len(charts) == 4  # one per watchlist symbol
+    for chart in charts:
+        assert httpx.get(f"{gateway}{chart['content_url']}").content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_stored_content_downloads_with_its_recorded_hash(gateway, demo_artifacts):
+    stored = [a for a in demo_artifacts if a["uri"]]
+    assert stored
+    for artifact in stored:
+        response = httpx.get(f"{gateway}{artifact['content_url']}")
+        assert response.status_code == 200
+        assert response.headers["content-type"].split(";")[0] == artifact["media_type"]
+        assert hashlib.sha256(response.content).hexdigest() == artifact["sha256"]
+        assert len(response.content) == artifact["size_bytes"]
+
+
+def test_a_tampered_blob_is_refused(stack, gateway, demo_artifacts):
+    report = next(a for a in demo_artifacts if a["kind"] == "report")
+    blob = Path(urlparse(report["uri"]).path)
+    original = blob.read_bytes()
+    blob.write_bytes(original + b"tampered")
+    try:
+        response = httpx.get(f"{gateway}{report['content_url']}")
+        assert response.status_code == 409 and "sha256" in response.text.lower()
+    finally:
+        blob.write_bytes(original)
+
+
+@pytest.mark.parametrize("trick", ["..%2F..%2Fetc%2Fpasswd", "%2Fetc%2Fpasswd", "%2E%2E", "not-a-uuid"])
+def test_path_tricks_in_identifiers_are_a_4xx(gateway, trick):
+    for path in (f"/api/artifacts/{trick}", f"/api/artifacts/{trick}/content", f"/api/runs/{trick}"):
+        assert 400 <= httpx.get(f"{gateway}{path}").status_code < 500, path
+
+
+def test_an_artifact_from_a_plain_kafka_producer_shows_up(stack, gateway):
+    """The README's contract for producers outside ibflow (an Airflow DAG, a notebook)."""
+    execution_id = f"airflow-dag-{uuid.uuid4().hex[:8]}"
+    event = {
+        "event_id": str(uuid.uuid4()), "event_type": "artifact.created", "schema_version": 1,
+        "occurred_at": datetime.now(UTC).isoformat(), "workflow_id": "nightly_dag",
+        "execution_id": execution_id, "step_name": "train", "artifact_id": str(uuid.uuid4()),
+        "name": "validation metrics", "kind": "metrics", "media_type": "application/json",
+        "payload": {"auc": 0.71}, "metadata": {}, "dag_id": "nightly_dag", "task_id": "train",
+    }
+
+    async def publish() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=stack.env["KAFKA_BOOTSTRAP_SERVERS"])
+        await producer.start()
+        try:
+            await producer.send_and_wait("ibflow.artifacts", json.dumps(event).encode(), key=execution_id.encode())
+        finally:
+            await producer.stop()
+
+    asyncio.run(publish())
+    for _ in range(60):
+        found = httpx.get(f"{gateway}/api/artifacts/", params={"dag_id": "nightly_dag"}).json()
+        if found["total"]:
+            break
+        time.sleep(0.5)
+    assert [(a["execution_id"], a["task_id"], a["name"]) for a in found["artifacts"]] == [
+        (execution_id, "train", "validation metrics")
+    ]

@@ -61,6 +61,8 @@ async def service(kafka_env, kafka_bootstrap, tmp_path_factory):
         _env_file=None,
         **{name.lower(): value for name, value in kafka_env.items()},
         signals_consumer_group_id=f"ibflow-signals-test-{uuid.uuid4().hex[:8]}",
+        # the Kafka path is under test here; runs through IBKR are test_ibkr_runs_under_faults
+        market_data_provider="sample_file",
         artifact_store_url=tmp_path_factory.mktemp("artifact-store").as_uri(),
         # nothing listens there: the report says there is no previous run
         artifacts_url="http://127.0.0.1:9",

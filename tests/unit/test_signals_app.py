@@ -23,6 +23,7 @@ WORKFLOW_ID = "ibkr_trading_signal_workflow"
 def settings(tmp_path_factory) -> SignalsSettings:
     return SignalsSettings(
         _env_file=None,
+        market_data_provider="sample_file",
         artifact_store_url=tmp_path_factory.mktemp("store").as_uri(),
         artifacts_url="http://127.0.0.1:9",
         artifacts_timeout_seconds=0.5,

@@ -7,6 +7,9 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from services.signals.market_data.ibkr import IbkrProvider
+from services.signals.settings import SignalsSettings
+
 from services.signals.market_data.factory import ProviderUnavailableError, build_provider
 from services.signals.market_data.models import BarSeries, Instrument, MarketDataError
 from services.signals.market_data.provider import MarketDataProvider
@@ -139,3 +142,4 @@ def test_the_factory_builds_the_configured_provider():
     assert isinstance(build_provider(SimpleNamespace(market_data_provider="sample_file")), SampleFileProvider)
     with pytest.raises(ProviderUnavailableError, match="MARKET_DATA_PROVIDER=ibkr"):
         build_provider(SimpleNamespace(market_data_provider="ibkr"))
+    assert isinstance(build_provider(SignalsSettings(_env_file=None)), IbkrProvider)

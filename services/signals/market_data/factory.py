@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol
 
+from services.signals.market_data.ibkr import IbkrProvider, IbkrSettings
 from services.signals.market_data.provider import MarketDataProvider
 from services.signals.market_data.sample_file import SampleFileProvider
 
@@ -23,9 +24,8 @@ def build_provider(settings: ProviderSettings) -> MarketDataProvider:
         case "sample_file":
             return SampleFileProvider()
         case "ibkr":
-            raise ProviderUnavailableError(
-                "MARKET_DATA_PROVIDER=ibkr: the IBKR provider is not part of this build yet; "
-                "use MARKET_DATA_PROVIDER=sample_file"
-            )
+            if not isinstance(settings, IbkrSettings):
+                raise ProviderUnavailableError("MARKET_DATA_PROVIDER=ibkr needs the IBKR_* settings")
+            return IbkrProvider(settings)
         case other:
             raise ProviderUnavailableError(f"MARKET_DATA_PROVIDER={other!r}: expected 'sample_file' or 'ibkr'")
