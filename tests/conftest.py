@@ -18,6 +18,7 @@ from sqlalchemy import make_url
 
 from ibflow.devstack.broker import TansuBroker
 from ibflow.devstack.postgres import EmbeddedPostgres, postgres_binary
+from ibflow.stack import Stack
 from tests.support import private_tmp
 
 TEST_OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
@@ -88,3 +89,30 @@ def test_output() -> Path:
     """Where tests leave what a person may want to look at (screenshots)."""
     TEST_OUTPUT.mkdir(exist_ok=True)
     return TEST_OUTPUT
+
+
+def stack_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "IBKR_HOST", "IBKR_PORT", "IBFLOW_API_TOKEN"}}
+    # tests must not fire the real schedule while they run
+    env.setdefault("WORKFLOW_SCHEDULE", "0 9 1 1 *")
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="module")
+def start_stack() -> Iterator[Callable[..., Stack]]:
+    """Start a stack with extra environment; everything started is stopped after the module."""
+    stacks: list[Stack] = []
+
+    def start(**env: str) -> Stack:
+        stack = Stack(workdir=private_tmp("stack"), env=stack_env(**env), free_ports=True,
+                      durable_postgres=False)
+        stacks.append(stack)
+        stack.start()
+        return stack
+
+    yield start
+    for stack in stacks:
+        stack.stop()
+        shutil.rmtree(stack.workdir, ignore_errors=True)

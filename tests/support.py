@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -31,3 +32,12 @@ def wait_for_run(gateway: str, execution_id: str, timeout: float = 90) -> dict:
                 return last
         time.sleep(0.5)
     raise AssertionError(f"run {execution_id} did not end within {timeout}s; last seen: {last}")
+
+
+def json_value(raw: bytes | None) -> dict | None:
+    """A record's JSON object, or None: other tests leave malformed records on the shared broker on purpose."""
+    try:
+        value = json.loads(raw or b"")
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -52,8 +52,10 @@ def _without_pandas_deprecations() -> Iterator[None]:
 
 @lru_cache(maxsize=32)
 def _calendar_for_block(name: str, first_year: int):
+    # Starts a month early: a calendar's first session is its start's next trading day,
+    # and a date before it (2 January after the New Year holiday) would be out of bounds.
     return exchange_calendars.get_calendar(
-        name, start=f"{first_year}-01-01", end=f"{first_year + _BLOCK_YEARS - 1}-12-31"
+        name, start=f"{first_year - 1}-12-01", end=f"{first_year + _BLOCK_YEARS - 1}-12-31"
     )
 
 
@@ -67,10 +69,10 @@ def is_trading_day(name: str, day: date) -> bool:
     with _without_pandas_deprecations():
         try:
             calendar = _calendar_for_block(name, day.year - day.year % _BLOCK_YEARS)
+            return bool(calendar.is_session(day.isoformat()))
         except (exchange_calendars.errors.CalendarError, ValueError):
             # the library has no data that far out for this exchange: weekdays only
             return _weekmask(name)[day.weekday()] == "1"
-        return bool(calendar.is_session(day.isoformat()))
 
 
 def non_trading_reason(name: str, day: date) -> str:

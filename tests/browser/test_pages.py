@@ -24,18 +24,16 @@ import pytest
 import uvicorn
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
 from services.gateway.main import create_app
+from tests.browser.screens import shot, visible_text
 from services.gateway.settings import GatewaySettings
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 WORKFLOW = "ibkr_trading_signal_workflow"
 STEPS = ("fetch_market_data", "compute_features", "generate_signals", "publish_signals")
 BIG_RUN_RECORDS = 50_000
@@ -460,47 +458,6 @@ async def gateway(fake: FakeIbflow, kafka) -> AsyncIterator[str]:
     await stop(server, task)
 
 
-@pytest.fixture(scope="module")
-async def ui_stack(gateway: str) -> str:
-    """Base URL of a gateway whose runs really run. Here: the fake; the e2e tier can
-    point the trigger test at the whole stack by returning its gateway URL instead."""
-    return gateway
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        await browser.close()
-
-
-@pytest.fixture
-async def page(browser: Browser) -> AsyncIterator[Page]:
-    context = await browser.new_context(viewport={"width": 1360, "height": 900})
-    page = await context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    await context.close()
-    assert errors == [], f"script errors on the page: {errors}"
-
-
-@pytest.fixture(scope="module")
-def screenshots(test_output):
-    folder = test_output / "screenshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-async def shot(page: Page, folder, name: str) -> None:
-    await page.screenshot(path=str(folder / f"{name}.png"), full_page=True)
-
-
-async def visible_text(page: Page) -> str:
-    return await page.evaluate("document.body.innerText")
-
-
 # --- tests ---------------------------------------------------------------------------------------
 
 
@@ -653,23 +610,6 @@ async def test_log_line_links_to_the_artifact_it_mentions_and_back(fake, gateway
     await page.locator(f"li[data-artifact='{ids['markdown']}'] [data-find-artifact]").click()
     highlighted = page.locator("#log-list .log-line.highlight")
     await expect(highlighted).to_contain_text("step publish_signals succeeded")
-
-
-async def test_triggering_a_run_from_the_page_shows_it_to_the_end(ui_stack, page, screenshots):
-    await page.goto(f"{ui_stack}/runs")
-    form = page.locator("#trigger form[data-trigger]")
-    await form.locator("input[name=symbols]").fill("aapl, msft")
-    await form.get_by_role("button", name="Trigger run").click()
-    await page.wait_for_url(f"{ui_stack}/runs/**")
-    status = page.locator(".run-summary .fact").first.locator(".badge")
-    await expect(status).to_have_text("succeeded", timeout=120_000)
-    await expect(page.locator(".run-summary")).to_contain_text("AAPL, MSFT")
-    await expect(page.locator("#steps .step-succeeded")).to_have_count(4)
-    await expect(page.locator("#log-list .log-line").first).to_be_visible()
-    await shot(page, screenshots, "run-triggered")
-    await page.goto(f"{ui_stack}/runs")
-    await expect(page.locator("#runs-table tbody tr").first).to_contain_text("succeeded")
-    await shot(page, screenshots, "runs")
 
 
 async def test_live_tail_shows_a_new_record_while_the_run_is_running(fake, gateway, page, screenshots):

@@ -28,6 +28,7 @@ from shared.database import normalize_database_url
 from shared.events import RunSucceeded
 from shared.kafka import ensure_topics, new_broker
 from shared.settings import KafkaSettings
+from tests.support import json_value
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +188,7 @@ async def run_requests_on_topic(bootstrap: str, prefix: str, expected: int, quie
             batch = await consumer.getmany(timeout_ms=200)
             for records in batch.values():
                 for record in records:
-                    execution_id = json.loads(record.value)["execution_id"]
+                    execution_id = (json_value(record.value) or {}).get("execution_id", "")
                     if execution_id.startswith(prefix):
                         assert record.key == execution_id.encode()
                         counts[execution_id] += 1

@@ -23,6 +23,7 @@ from services.scheduler.settings import SchedulerSettings
 from shared import topics
 from shared.database import normalize_database_url
 from shared.events import RunStarted, RunSucceeded
+from tests.support import json_value
 
 pytestmark = pytest.mark.integration
 
@@ -142,8 +143,8 @@ async def read_topic(bootstrap: str, topic: str, wanted, expected: int, quiet: f
         while loop.time() < deadline:
             for records in (await consumer.getmany(timeout_ms=200)).values():
                 for record in records:
-                    value = json.loads(record.value)
-                    if wanted(value):
+                    value = json_value(record.value)
+                    if value is not None and wanted(value):
                         found.append(value)
                         last_new = loop.time()
             if len(found) >= expected and loop.time() - last_new >= quiet:

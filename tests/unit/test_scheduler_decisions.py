@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +11,7 @@ from services.scheduler.api_schemas import ScheduleUpdate
 from services.scheduler.cron import ScheduleError, parse_timezone
 from services.scheduler.schedules import validated_changes
 from services.scheduler.slot_decisions import (
+    next_fire_times,
     MisfirePolicy,
     Outcome,
     SchedulePolicy,
@@ -154,3 +156,17 @@ def test_update_values_are_normalised():
         {"calendar": "xlon", "timezone": "Europe/London", "default_params": {"symbols": ["AAPL"]}, "paused": True}
     ) == {"calendar": "XLON", "timezone": "Europe/London", "default_params": {"symbols": ["AAPL"]}, "paused": True}
     assert validated_changes({"calendar": "none", "default_params": None}) == {"calendar": None, "default_params": {}}
+
+
+def test_a_cron_that_only_hits_holidays_still_has_an_answer_for_years_ahead():
+    """`0 9 1 1 *` on XNYS: every slot is New Year's Day; the look-ahead crosses calendar blocks."""
+    from datetime import date
+
+    from services.scheduler.trading_calendar import is_trading_day
+
+    for year in range(2026, 2046):
+        assert is_trading_day("XNYS", date(year, 1, 1)) is False
+    assert is_trading_day("XNYS", date(2040, 1, 3)) is True
+    assert is_trading_day("XNYS", date(2041, 1, 2)) is True
+    new_years_only = dataclasses.replace(policy(calendar="XNYS"), cron="0 9 1 1 *")
+    assert next_fire_times(new_years_only, after=datetime(2026, 11, 28, tzinfo=UTC), count=5) == []
