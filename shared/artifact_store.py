@@ -6,9 +6,13 @@ bytes are stored once and a URI names its content: anyone can check what they re
 against the `sha256` the `artifact.created` event carries.
 
 `ARTIFACT_STORE_URL` picks the backend: `file:///absolute/folder` (the default is
-`file://<working directory>/var/artifact-store`). `s3://bucket/prefix` is reserved
-for an S3-compatible backend; it needs an S3 client library that is not installed
-yet, so it is refused with `UnsupportedStoreError` rather than half-working.
+`file://<working directory>/var/artifact-store`) or `s3://bucket/optional/prefix` for
+AWS S3 or any S3-compatible server (MinIO...), whose keys are
+`<prefix>/sha256/<aa>/<hex>` and URIs `s3://bucket/<key>`. For S3,
+`ARTIFACT_STORE_S3_ENDPOINT_URL` points at a non-AWS server; credentials and region
+come from boto's own sources (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+`AWS_DEFAULT_REGION`, profiles, instance roles) and never appear in URLs, errors or
+health output.
 
 Readers only accept URIs inside their own store root and of the exact shape the
 store writes: a URI from an event is input from the network, not a path to trust.
@@ -55,9 +59,13 @@ class ContentMismatchError(ArtifactStoreError):
 
 
 class ArtifactStoreSettings(IbflowSettings):
-    """`ARTIFACT_STORE_URL`; unset means `default_store_url()`."""
+    """`ARTIFACT_STORE_URL`; unset means `default_store_url()`.
+
+    `ARTIFACT_STORE_S3_ENDPOINT_URL` (only for `s3://` stores): the S3-compatible server
+    to talk to instead of AWS, e.g. `http://127.0.0.1:9000` for MinIO."""
 
     artifact_store_url: str | None = None
+    artifact_store_s3_endpoint_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,18 +85,20 @@ class ArtifactStore(ABC):
     url: str
 
     @staticmethod
-    def from_url(url: str | None = None) -> ArtifactStore:
+    def from_url(url: str | None = None, *, s3_endpoint_url: str | None = None) -> ArtifactStore:
+        """The store `url` names. For `s3://`, `s3_endpoint_url` defaults to
+        `ARTIFACT_STORE_S3_ENDPOINT_URL` (environment or `.env`)."""
         url = (url or "").strip() or default_store_url()
         scheme = urlsplit(url).scheme.lower()
         if scheme == "file":
             return FileArtifactStore(_file_url_path(url))
         if scheme == "s3":
-            raise UnsupportedStoreError(
-                f"ARTIFACT_STORE_URL={url!r}: S3-compatible stores are not supported yet "
-                "(no S3 client library is installed); use a file:// URL"
-            )
+            if s3_endpoint_url is None:
+                s3_endpoint_url = ArtifactStoreSettings().artifact_store_s3_endpoint_url
+            bucket, prefix = _s3_url_parts(url)
+            return S3ArtifactStore(bucket, prefix, endpoint_url=s3_endpoint_url)
         raise UnsupportedStoreError(
-            f"ARTIFACT_STORE_URL={url!r}: expected file:///absolute/folder (or, later, s3://bucket/prefix)"
+            f"ARTIFACT_STORE_URL={_redacted(url)!r}: expected file:///absolute/folder or s3://bucket/prefix"
         )
 
     @abstractmethod
@@ -216,22 +226,234 @@ class FileArtifactStore(ArtifactStore):
         return {"url": self.url, "backend": "file", "writable": writable}
 
 
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_S3_PREFIX_SEGMENT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+_S3_NOT_FOUND = {"NoSuchKey", "NotFound", "404"}
+
+
+class S3ArtifactStore(ArtifactStore):
+    """Blobs in an S3 bucket (AWS or any S3-compatible server), under an optional prefix.
+
+    Uses boto3's synchronous client, each call run in a worker thread; reads stream
+    the object body in chunks and hash it on the way (see `OpenedBlob`)."""
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None) -> None:
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:  # pragma: no cover - depends on the installed extras
+            raise UnsupportedStoreError(
+                "s3:// artifact stores need boto3: install ibflow[artifacts] or ibflow[signals]"
+            ) from None
+        if not _S3_BUCKET.fullmatch(bucket) or ".." in bucket:
+            raise UnsupportedStoreError(f"{bucket!r} is not a valid S3 bucket name")
+        if prefix and not all(_S3_PREFIX_SEGMENT.fullmatch(part) for part in prefix.split("/")):
+            raise UnsupportedStoreError(
+                f"S3 prefix {prefix!r}: use '/'-separated segments of letters, digits, '.', '_', '-'"
+            )
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint_url = _s3_endpoint(endpoint_url)
+        self.url = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+        config = Config(
+            signature_version="s3v4",
+            # S3-compatible servers (MinIO...) are addressed by path, not by bucket subdomain.
+            s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            # Checksums only where S3 requires them: not every S3-compatible server
+            # supports the newer default ones; content is hashed on read anyway.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        # A session per store: boto3's default session is not safe to share across threads.
+        self._client = boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, config=config)
+
+    def _key_for(self, digest: str) -> str:
+        key = f"sha256/{digest[:2]}/{digest}"
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri_for(self, digest: str) -> str:
+        return f"s3://{self.bucket}/{self._key_for(digest)}"
+
+    def digest_of(self, uri: str) -> str:
+        return self._match(uri).group("digest")
+
+    def _match(self, uri: str) -> re.Match[str]:
+        if not isinstance(uri, str) or not uri:
+            raise UnsafeUriError("artifact URI is empty")
+        # Same rule as the file store: exactly `<store url>/sha256/<aa>/<hex>`, so another
+        # bucket, another prefix, '..', encoded characters or a query are all refused.
+        root = self.url.rstrip("/") + "/"
+        if not uri.startswith(root):
+            raise UnsafeUriError(f"{uri!r} is outside the artifact store {self.url}")
+        match = _BLOB_KEY.fullmatch(uri[len(root) :])
+        if match is None or match.group("digest")[:2] != match.group("prefix"):
+            raise UnsafeUriError(f"{uri!r} does not name content in the store (expected .../sha256/<aa>/<sha256>)")
+        return match
+
+    async def put(self, data: bytes) -> StoredBlob:
+        return await asyncio.to_thread(self._put, bytes(data))
+
+    def _put(self, data: bytes) -> StoredBlob:
+        digest = hashlib.sha256(data).hexdigest()
+        key = self._key_for(digest)
+        uri = self.uri_for(digest)
+        try:
+            existing = self._client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            if not _is_client_error(exc, _S3_NOT_FOUND | {"403", "Forbidden"}):
+                raise self._error(exc, "put", uri) from None
+            existing = None
+        if existing is None or existing.get("ContentLength") != len(data):
+            # A single PUT is atomic: readers see the old object or the whole new one.
+            try:
+                self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=data,
+                    ContentLength=len(data),
+                    ContentType="application/octet-stream",
+                    Metadata={"sha256": digest},
+                )
+            except Exception as exc:  # noqa: BLE001 - mapped below
+                raise self._error(exc, "put", uri) from None
+        return StoredBlob(uri=uri, sha256=digest, size_bytes=len(data))
+
+    async def open(self, uri: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> OpenedBlob:
+        match = self._match(uri)
+        key = uri[len(f"s3://{self.bucket}/") :]
+        try:
+            response = await asyncio.to_thread(self._client.get_object, Bucket=self.bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            raise self._error(exc, "read", uri) from None
+        return OpenedBlob(
+            uri=uri,
+            size_bytes=int(response["ContentLength"]),
+            handle=response["Body"],
+            chunk_size=chunk_size,
+            expected_sha256=match.group("digest"),
+        )
+
+    async def health(self) -> dict[str, object]:
+        detail: dict[str, object] = {"url": self.url, "backend": "s3", "endpoint": self.endpoint_url or "aws"}
+        try:
+            await asyncio.to_thread(self._client.head_bucket, Bucket=self.bucket)
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            detail |= {"reachable": False, "writable": False, "error": str(self._error(exc, "check", self.url))}
+        else:
+            detail |= {"reachable": True}
+        return detail
+
+    def _error(self, exc: BaseException, action: str, uri: str) -> ArtifactStoreError:
+        """An `ArtifactStoreError` naming what failed, built from error codes and class
+        names only: boto messages can echo request details, never credentials here."""
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+        if isinstance(exc, ClientError):
+            if _is_client_error(exc, _S3_NOT_FOUND):
+                return BlobNotFoundError(f"no content stored at {uri}")
+            error = exc.response.get("Error", {})
+            code = error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code == "NoSuchBucket":
+                return ArtifactStoreError(f"S3 {action} of {uri} failed: bucket {self.bucket!r} does not exist")
+            return ArtifactStoreError(f"S3 {action} of {uri} failed: {code}")
+        if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+            return ArtifactStoreError(
+                f"S3 {action} of {uri} failed: no usable credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            )
+        if isinstance(exc, BotoCoreError):
+            where = self.endpoint_url or "AWS S3"
+            return ArtifactStoreError(f"S3 {action} of {uri} failed: {type(exc).__name__} talking to {where}")
+        raise exc
+
+
+def _is_client_error(exc: BaseException, codes: set[str]) -> bool:
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    # By code, not HTTP status: a missing bucket is a 404 too, and must not pass for a missing blob.
+    return str(exc.response.get("Error", {}).get("Code", "")) in codes
+
+
+def _s3_url_parts(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        # Do not echo it: the part before '@' may be a key and secret.
+        raise UnsupportedStoreError(
+            "ARTIFACT_STORE_URL: credentials do not go in an s3:// URL; use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        )
+    if parts.query or parts.fragment or not parts.netloc:
+        raise UnsupportedStoreError(f"ARTIFACT_STORE_URL={url!r}: expected s3://bucket or s3://bucket/prefix")
+    return parts.netloc, parts.path.strip("/")
+
+
+def _s3_endpoint(endpoint_url: str | None) -> str | None:
+    endpoint_url = (endpoint_url or "").strip()
+    if not endpoint_url:
+        return None
+    parts = urlsplit(endpoint_url)
+    if "@" in parts.netloc:
+        raise UnsupportedStoreError(
+            "ARTIFACT_STORE_S3_ENDPOINT_URL: credentials do not go in the URL; use AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+        )
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise UnsupportedStoreError(
+            f"ARTIFACT_STORE_S3_ENDPOINT_URL={endpoint_url!r}: expected http(s)://host[:port]"
+        )
+    return endpoint_url.rstrip("/")
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+    return url
+
+
 class OpenedBlob:
     """Stored content opened for reading: iterate it for chunks; closes at the end of
-    the iteration, on `aclose()`, or when used as `async with`."""
+    the iteration, on `aclose()`, or when used as `async with`.
 
-    def __init__(self, *, uri: str, size_bytes: int, handle: BinaryIO, chunk_size: int) -> None:
+    With `expected_sha256` (the S3 store passes the digest its key names), the bytes are
+    hashed as they are read and the iteration ends with `ContentMismatchError` instead
+    of finishing normally when they do not match."""
+
+    def __init__(
+        self,
+        *,
+        uri: str,
+        size_bytes: int,
+        handle: BinaryIO,
+        chunk_size: int,
+        expected_sha256: str | None = None,
+    ) -> None:
         self.uri = uri
         self.size_bytes = size_bytes
         self._handle = handle
         self._chunk_size = chunk_size
+        self._expected_sha256 = expected_sha256
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        digest = hashlib.sha256()
+        size = 0
         try:
             while chunk := await asyncio.to_thread(self._handle.read, self._chunk_size):
+                if self._expected_sha256 is not None:
+                    digest.update(chunk)
+                    size += len(chunk)
                 yield chunk
         finally:
             self._handle.close()
+        if self._expected_sha256 is not None and (
+            digest.hexdigest() != self._expected_sha256 or size != self.size_bytes
+        ):
+            raise ContentMismatchError(
+                f"content at {self.uri} has sha256 {digest.hexdigest()} ({size} bytes), expected "
+                f"{self._expected_sha256}: it was changed or corrupted after it was stored"
+            )
 
     async def aclose(self) -> None:
         self._handle.close()

@@ -12,6 +12,7 @@ from shared.artifact_store import (
     BlobNotFoundError,
     ContentMismatchError,
     FileArtifactStore,
+    S3ArtifactStore,
     UnsafeUriError,
     UnsupportedStoreError,
     default_store_url,
@@ -125,9 +126,9 @@ def test_the_default_store_is_a_folder_under_the_working_directory(monkeypatch, 
     assert ArtifactStoreSettings(_env_file=None).artifact_store_url is None
 
 
-def test_s3_and_unknown_schemes_are_refused_with_a_clear_error():
-    with pytest.raises(UnsupportedStoreError, match="not supported yet"):
-        ArtifactStore.from_url("s3://bucket/prefix")
+def test_s3_is_a_store_and_unknown_schemes_are_refused_with_a_clear_error():
+    assert isinstance(ArtifactStore.from_url("s3://bucket/prefix", s3_endpoint_url="http://127.0.0.1:9"),
+                      S3ArtifactStore)
     with pytest.raises(UnsupportedStoreError, match="expected file://"):
         ArtifactStore.from_url("ftp://host/folder")
     with pytest.raises(UnsupportedStoreError, match="another host"):
