@@ -16,13 +16,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import uvicorn
-
 from ibflow.devstack.postgres import EmbeddedPostgres
 from services.artifacts.bench import run_log_bench
 from services.artifacts.main import create_app as create_artifacts_app
 from services.artifacts.settings import ArtifactsSettings
 from services.gateway.bench import time_run_page
+from shared.http import serving
 
 LOG_RECORDS = int(os.environ.get("BENCH_LOG_RECORDS", 50_000))
 
@@ -36,18 +35,8 @@ async def bench(database_url: str) -> None:
     app = create_artifacts_app(settings)
     # no broker runs for the benchmark; its health probe need not say so on every load
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-            await asyncio.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        await time_run_page(f"http://127.0.0.1:{port}", logs.execution_id)
-    finally:
-        server.should_exit = True
-        await serving
+    async with serving(app) as artifacts_url:
+        await time_run_page(artifacts_url, logs.execution_id)
 
 
 def main() -> None:

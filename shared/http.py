@@ -1,10 +1,14 @@
-"""HTTP plumbing shared by the services: bearer auth for mutations, JSON errors."""
+"""HTTP plumbing shared by the services: bearer auth for mutations, JSON errors, a loopback server."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -61,3 +65,24 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         message = "; ".join(f"{d['where']}: {d['problem']}" for d in details)
         return JSONResponse(error_body(422, f"invalid request: {message}", details), status_code=422)
+
+
+@asynccontextmanager
+async def serving(app) -> AsyncIterator[str]:
+    """Serve an ASGI app on a free loopback port for the block; yields its base URL.
+
+    For benchmarks and tests that need a real socket, not an in-memory transport.
+    """
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # the server failed to start: raise its error
+                raise RuntimeError("the server stopped before it started")
+            await asyncio.sleep(0.02)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        await task

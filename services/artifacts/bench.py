@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import uvicorn
 from sqlalchemy import delete, text
 
 from services.artifacts.database import new_engine, new_sessionmaker
@@ -36,6 +35,7 @@ from services.artifacts.migrate import migrate
 from services.artifacts.settings import ArtifactsSettings
 from shared.database import normalize_database_url
 from shared.events import LogRecorded
+from shared.http import serving
 
 WORKFLOW_ID = "ibkr_trading_signal_workflow"
 STEPS = ("fetch_market_data", "compute_features", "generate_signals", "publish_signals")
@@ -141,18 +141,9 @@ async def _time(client: httpx.AsyncClient, name: str, path: str, repeats: int, r
 
 async def _time_api(database_url: str, execution_id: str, repeats: int) -> list[Timing]:
     settings = ArtifactsSettings(database_url=database_url, artifacts_consumer_enabled=False, log_level="WARNING")
-    app = create_app(settings)
-    # Port 0: the system picks a free loopback port, read back once the server listens.
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if serving.done():
-                serving.result()
-            await asyncio.sleep(0.05)
-        port = server.servers[0].sockets[0].getsockname()[1]
+    async with serving(create_app(settings)) as base_url:
         logs = f"/api/runs/{execution_id}/logs"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
             timings = [
                 await _time(client, "first page (200)", f"{logs}?limit=200", repeats, "logs"),
                 await _time(client, "first page, level >= WARNING", f"{logs}?limit=200&level=WARNING", repeats, "logs"),
@@ -166,9 +157,6 @@ async def _time_api(database_url: str, execution_id: str, repeats: int) -> list[
                 deep_path, pages = f"{logs}?limit=200&cursor={cursor}", pages + 1
             timings.append(await _time(client, f"page {pages} by cursor", deep_path, repeats, "logs"))
             return timings
-    finally:
-        server.should_exit = True
-        await serving
 
 
 async def run_log_bench(

@@ -18,17 +18,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import socket
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from services.gateway.main import create_app
 from services.gateway.settings import GatewaySettings
+from shared.http import serving
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -55,21 +54,12 @@ class RunPageTimings:
 
 async def time_run_page(artifacts_url: str, execution_id: str, *, rounds: int = 5,
                         browser: bool = True) -> RunPageTimings:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
     settings = GatewaySettings(artifacts_url=artifacts_url)
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.02)
-    url = "http://{}:{}/runs/{}".format(*sock.getsockname(), execution_id)
-    try:
+    async with serving(create_app(settings)) as gateway_url:
+        url = f"{gateway_url}/runs/{execution_id}"
         timings = await _time_html(url, execution_id, rounds)
         if browser and CHROMIUM.exists():
             timings.browser_ms = await _time_browser(url, rounds)
-    finally:
-        server.should_exit = True
-        await serving
     print(timings.summary())
     return timings
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,14 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from playwright.async_api import Page, expect
+from playwright.async_api import expect
 
 from services.gateway.main import create_app
 from tests.browser.screens import shot, visible_text
 from services.gateway.settings import GatewaySettings
+from shared.http import serving
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
 
@@ -410,32 +409,12 @@ class FakeIbflow:
         return app
 
 
-# --- servers --------------------------------------------------------------------------------
-
-
-async def serve(app) -> tuple[str, uvicorn.Server, asyncio.Task]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.02)
-    host, port = sock.getsockname()
-    return f"http://{host}:{port}", server, task
-
-
-async def stop(server: uvicorn.Server, task: asyncio.Task) -> None:
-    server.should_exit = True
-    await task
-
-
 @pytest.fixture(scope="module")
 async def fake() -> AsyncIterator[FakeIbflow]:
     fake = FakeIbflow()
-    url, server, task = await serve(fake.app)
-    fake.url = url
-    yield fake
-    await stop(server, task)
+    async with serving(fake.app) as url:
+        fake.url = url
+        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -453,9 +432,8 @@ def gateway_settings(fake_url: str, kafka: dict[str, str], **extra) -> GatewaySe
 
 @pytest.fixture(scope="module")
 async def gateway(fake: FakeIbflow, kafka) -> AsyncIterator[str]:
-    url, server, task = await serve(create_app(gateway_settings(fake.url, kafka)))
-    yield url
-    await stop(server, task)
+    async with serving(create_app(gateway_settings(fake.url, kafka))) as url:
+        yield url
 
 
 # --- tests ---------------------------------------------------------------------------------------
@@ -679,21 +657,16 @@ async def test_workflows_page_shows_schedule_and_next_fire_times(fake, gateway, 
 
 
 async def test_pages_say_when_a_service_is_down(page, screenshots, kafka):
-    app = create_app(gateway_settings("http://127.0.0.1:9", kafka))
-    url, server, task = await serve(app)
-    try:
+    async with serving(create_app(gateway_settings("http://127.0.0.1:9", kafka))) as url:
         response = await page.goto(f"{url}/artifacts")
         assert response.status == 503
         await expect(page.locator(".banner-error")).to_contain_text("The artifacts service is not answering")
         await shot(page, screenshots, "artifacts-service-down")
-    finally:
-        await stop(server, task)
 
 
 async def test_with_a_token_the_trigger_form_asks_for_it(fake, page, kafka):
     app = create_app(gateway_settings(fake.url, kafka, ibflow_api_token="s3cret-token"))
-    url, server, task = await serve(app)
-    try:
+    async with serving(app) as url:
         await page.goto(f"{url}/runs")
         form = page.locator("#trigger form[data-trigger]")
         token = form.locator("input[name=token]")
@@ -705,8 +678,6 @@ async def test_with_a_token_the_trigger_form_asks_for_it(fake, page, kafka):
         await form.get_by_role("button", name="Trigger run").click()
         await page.wait_for_url(f"{url}/runs/**")
         assert await page.evaluate("sessionStorage.getItem('ibflow.apiToken')") == "s3cret-token"
-    finally:
-        await stop(server, task)
 
 
 async def test_api_and_event_docs_render(gateway, page, screenshots):

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from services.artifacts.database import new_engine, new_sessionmaker
 from services.artifacts.ingest.store import store_batch
@@ -30,6 +29,7 @@ from shared.events import (
     StepStarted,
     StepSucceeded,
 )
+from shared.http import serving
 
 pytestmark = pytest.mark.integration
 
@@ -115,19 +115,8 @@ class Served:
 
 
 async def serve(settings: ArtifactsSettings) -> AsyncIterator[httpx.AsyncClient]:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield client
-    finally:
-        server.should_exit = True
-        await serving
+    async with serving(create_app(settings)) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

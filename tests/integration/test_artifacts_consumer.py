@@ -14,7 +14,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select
@@ -37,6 +36,7 @@ from shared.events import (
     StepStarted,
     StepSucceeded,
 )
+from shared.http import serving
 from shared.kafka import ensure_topics, new_broker
 from shared.settings import KafkaSettings
 
@@ -176,19 +176,8 @@ async def service(new_database, kafka_env, kafka_bootstrap, producer) -> AsyncIt
         artifacts_batch_max_records=50,
         **{key.lower(): value for key, value in kafka_env.items()},
     )
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield Service(client, url, group_id)
-    finally:
-        server.should_exit = True
-        await serving
+    async with serving(create_app(settings)) as base_url, httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        yield Service(client, url, group_id)
 
 
 async def test_a_requested_run_is_queued_then_follows_its_events(service, producer):

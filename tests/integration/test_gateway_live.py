@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from services.gateway.main import create_app
 from services.gateway.settings import GatewaySettings
 from shared.health import ComponentHealth, HealthReport
+from shared.http import serving
 from shared.kafka import ensure_topics
 from shared.settings import KafkaSettings
 
@@ -24,22 +24,6 @@ pytestmark = pytest.mark.integration
 
 RECORD = {"id": 1, "event_id": "e1", "occurred_at": "2026-03-02T14:00:01Z", "level": "INFO", "step_name": "fetch",
           "message": "first record", "logger": "signals.fetch", "fields": {"bars": {"n": 3}}}
-
-
-async def serve(app) -> tuple[str, uvicorn.Server, asyncio.Task]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.02)
-    host, port = sock.getsockname()
-    return f"http://{host}:{port}", server, task
-
-
-async def stop(server: uvicorn.Server, task: asyncio.Task) -> None:
-    server.should_exit = True
-    await task
 
 
 def closed_port() -> int:
@@ -84,18 +68,16 @@ async def stack(kafka_env) -> AsyncIterator[dict]:
     kafka = {key.lower(): value for key, value in kafka_env.items()}
     await ensure_topics(KafkaSettings(**kafka))
     artifacts = Artifacts()
-    artifacts_url, artifacts_server, artifacts_task = await serve(artifacts.app)
     hanging = await asyncio.start_server(hang_forever, "127.0.0.1", 0)
     hanging_port = hanging.sockets[0].getsockname()[1]
-    settings = GatewaySettings(
-        **kafka, artifacts_url=artifacts_url, scheduler_url=f"http://127.0.0.1:{closed_port()}",
-        signals_url=f"http://127.0.0.1:{hanging_port}", health_timeout_seconds=1.0,
-    )
-    gateway_url, gateway_server, gateway_task = await serve(create_app(settings))
-    yield {"gateway": gateway_url, "artifacts": artifacts}
-    artifacts.release.set()
-    await stop(gateway_server, gateway_task)
-    await stop(artifacts_server, artifacts_task)
+    async with serving(artifacts.app) as artifacts_url:
+        settings = GatewaySettings(
+            **kafka, artifacts_url=artifacts_url, scheduler_url=f"http://127.0.0.1:{closed_port()}",
+            signals_url=f"http://127.0.0.1:{hanging_port}", health_timeout_seconds=1.0,
+        )
+        async with serving(create_app(settings)) as gateway_url:
+            yield {"gateway": gateway_url, "artifacts": artifacts}
+            artifacts.release.set()
     hanging.close()
 
 
