@@ -97,10 +97,38 @@ class RunSucceeded(Event):
     summary: dict[str, Any] = Field(default_factory=dict)
 
 
+class FailedItem(BaseModel):
+    """One item of a run (for the trading workflow: a symbol) that a step could not
+    process, and why in words; `code` is the data source's own error code (IBKR's 200...)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    item: str = Field(min_length=1, max_length=200)
+    step: str = Field(min_length=1, max_length=200)
+    reason: str = Field(min_length=1, max_length=2000)
+    code: int | None = None
+
+
+MAX_FAILED_ITEMS = 1000
+
+
+class RunPartiallySucceeded(Event):
+    """The workflow ran to its end but some items failed: a run is `succeeded` only when
+    none did. A distinct event, not a field of `run.succeeded`, so that a consumer that
+    does not know it yet dead-letters it instead of reporting a success."""
+
+    topic: ClassVar[str] = topics.RUNS_EVENTS
+    event_type: Literal["run.partial"] = "run.partial"
+    summary: dict[str, Any] = Field(default_factory=dict)
+    failed_items: list[FailedItem] = Field(min_length=1, max_length=MAX_FAILED_ITEMS)
+
+
 class RunFailed(Event):
     topic: ClassVar[str] = topics.RUNS_EVENTS
     event_type: Literal["run.failed"] = "run.failed"
     error: str
+    # Items that had already failed before the run as a whole did.
+    failed_items: list[FailedItem] = Field(default_factory=list, max_length=MAX_FAILED_ITEMS)
 
 
 class StepStarted(Event):
@@ -120,6 +148,14 @@ class StepFailed(Event):
     event_type: Literal["step.failed"] = "step.failed"
     attempt: int = Field(default=1, ge=1)
     error: str
+
+
+class StepSkipped(Event):
+    """A step that did not run because an earlier one failed; `reason` says which."""
+
+    topic: ClassVar[str] = topics.RUNS_EVENTS
+    event_type: Literal["step.skipped"] = "step.skipped"
+    reason: str = Field(min_length=1, max_length=2000)
 
 
 # --- ibflow.artifacts ---------------------------------------------------------------
@@ -204,10 +240,12 @@ EXECUTION_EVENTS: tuple[type[Event], ...] = (
     RunRequested,
     RunStarted,
     RunSucceeded,
+    RunPartiallySucceeded,
     RunFailed,
     StepStarted,
     StepSucceeded,
     StepFailed,
+    StepSkipped,
     ArtifactCreated,
     LogRecorded,
     SignalGenerated,
