@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 
+from ibflow import stack_config
 from ibflow.devstack.broker import TansuBroker
 from ibflow.devstack.ports import free_port, wait_for_port
 from ibflow.devstack.postgres import EmbeddedPostgres
@@ -68,6 +69,7 @@ class Stack:
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        stack_config.claim(self.env, self.workdir)  # its processes read this stack's file, no other
         try:
             self._start_infrastructure()
             self._prepare()
@@ -75,6 +77,7 @@ class Stack:
                 self._spawn(name, [sys.executable, "-m", "ibflow.cli", name])
             for name in ("artifacts", "scheduler", "signals", "gateway"):
                 self._wait_healthy(name)
+            stack_config.record(self.env, self.workdir)  # where every other `ibflow` command finds it
         except BaseException:
             self.stop()
             raise
@@ -164,6 +167,7 @@ class Stack:
             process.wait()
 
     def stop(self) -> None:
+        stack_config.mark_stopped(self.workdir)
         for name in reversed(list(self._processes)):
             self.stop_process(name)
         if self._broker:
