@@ -1,21 +1,24 @@
-"""Event contracts of DESIGN §2, as frozen pydantic models.
+"""Event contracts: the envelope and every event type, as frozen pydantic models.
 
-Producers are strict: building an event with an unknown field raises. Consumers are
-tolerant: `decode_event` drops fields it does not know before validating, so a newer
-producer (an additive `schema_version` change) never breaks an older consumer.
+Producers are strict: building an event with an unknown field, or with a value outside
+the bounds of `shared.event_bounds`, raises. Consumers are tolerant of what is merely
+new: `decode_event` drops fields it does not know before validating, so a newer
+producer (an additive `schema_version` change) never breaks an older consumer; it
+rejects, with a reason, everything else.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shared import topics
+from shared.event_bounds import DEFAULT_MAX_FUTURE_SKEW, MAX_EVENT_BYTES, check_event_fields
 
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 MAX_INLINE_PAYLOAD_BYTES = 256 * 1024
@@ -44,12 +47,23 @@ class Event(BaseModel):
     execution_id: str = Field(min_length=1, max_length=200)
     step_name: str | None = Field(default=None, max_length=200)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _within_bounds(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            check_event_fields(data)
+        return data
+
     @field_validator("occurred_at")
     @classmethod
-    def _must_be_utc(cls, value: datetime) -> datetime:
+    def _utc_and_not_ahead(cls, value: datetime, info: ValidationInfo) -> datetime:
         if value.tzinfo is None:
             raise ValueError("occurred_at must carry a timezone (RFC 3339)")
-        return value.astimezone(UTC)
+        value = value.astimezone(UTC)
+        skew = (info.context or {}).get("max_future_skew", DEFAULT_MAX_FUTURE_SKEW)
+        if value > utc_now() + skew:
+            raise ValueError(f"occurred_at is more than {skew} ahead of this clock")
+        return value
 
     @property
     def key(self) -> bytes:
@@ -256,29 +270,61 @@ EVENT_TYPES: dict[str, type[Event]] = {
 RUN_LIFECYCLE_EVENTS = tuple(cls for cls in EXECUTION_EVENTS if cls.topic == topics.RUNS_EVENTS)
 
 
-def decode_event(raw: bytes | str, *, expected: tuple[type[Event], ...] = EXECUTION_EVENTS) -> Event:
+def events_of(topic: str) -> tuple[type[Event], ...]:
+    """The event types that belong on `topic`: what its consumers accept."""
+    return tuple(cls for cls in EXECUTION_EVENTS if cls.topic == topic)
+
+
+def decode_event(
+    raw: bytes | str,
+    *,
+    expected: tuple[type[Event], ...] = EXECUTION_EVENTS,
+    max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW,
+) -> Event:
     """Decode and validate one event value; unknown fields are ignored.
 
-    Raises `EventDecodeError` with a human-readable reason for anything else.
+    Whatever the bytes, this returns an event or raises `EventDecodeError` with a
+    human-readable reason: consumers turn that into a dead letter and go on.
     """
+    if len(raw) > MAX_EVENT_BYTES:
+        raise EventDecodeError(f"event is larger than {MAX_EVENT_BYTES} bytes")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventDecodeError(f"not valid UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        raise EventDecodeError("JSON nested too deeply to read") from None
+    except ValueError as exc:  # an integer of more digits than Python converts, NaN
+        raise EventDecodeError(f"not acceptable JSON: {_first_line(exc)}") from None
     if not isinstance(data, dict):
         raise EventDecodeError(f"event must be a JSON object, got {type(data).__name__}")
     event_type = data.get("event_type")
     cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
     if cls is None:
-        raise EventDecodeError(f"unknown event_type {event_type!r}")
+        raise EventDecodeError(f"unknown event_type {_short_repr(event_type)}")
     if cls not in expected:
         allowed = ", ".join(sorted(c.model_fields["event_type"].default for c in expected))
         raise EventDecodeError(f"event_type {event_type!r} does not belong here (expected {allowed})")
     known = {key: value for key, value in data.items() if key in cls.model_fields}
     try:
-        return cls.model_validate(known)
+        return cls.model_validate(known, context={"max_future_skew": max_future_skew})
     except ValueError as exc:
         raise EventDecodeError(_validation_reason(exc)) from None
+    except RecursionError:
+        raise EventDecodeError("value nested too deeply to validate") from None
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _validation_reason(exc: ValueError) -> str:
@@ -288,11 +334,13 @@ def _validation_reason(exc: ValueError) -> str:
     parts = []
     for err in errors():
         where = ".".join(str(p) for p in err["loc"]) or "event"
-        parts.append(f"{where}: {err['msg']}")
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
     return "invalid event: " + "; ".join(parts)
 
 
 # --- ibflow.deadletter --------------------------------------------------------------
+
+DEAD_LETTER_MAX_ORIGINAL_BYTES = 256 * 1024
 
 
 class DeadLetter(BaseModel):
@@ -311,6 +359,11 @@ class DeadLetter(BaseModel):
     reason: str
     original_value: str = Field(description="the original bytes, decoded as UTF-8 with replacement")
     original_value_base64: str
+    original_size_bytes: int = 0
+    original_truncated: bool = Field(
+        default=False,
+        description="the original was too large to carry whole: only its first bytes are here, and it cannot be replayed",
+    )
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode()
@@ -328,14 +381,19 @@ class DeadLetter(BaseModel):
         key: bytes | None = None,
     ) -> DeadLetter:
         value = value or b""
+        # text + base64 of a record near the broker's message limit would not fit in one
+        # letter, and a letter that cannot be sent would stop the consumer that writes it
+        kept = value[:DEAD_LETTER_MAX_ORIGINAL_BYTES]
         return cls(
             consumer=consumer,
             source_topic=topic,
             source_partition=partition,
             source_offset=offset,
-            source_key=key.decode("utf-8", "replace") if key is not None else None,
-            reason=reason,
-            original_value=value.decode("utf-8", "replace"),
-            original_value_base64=base64.b64encode(value).decode(),
+            source_key=key.decode("utf-8", "replace")[:1000] if key is not None else None,
+            reason=reason[:2000],
+            original_value=kept.decode("utf-8", "replace"),
+            original_value_base64=base64.b64encode(kept).decode(),
+            original_size_bytes=len(value),
+            original_truncated=len(kept) < len(value),
         )
 

@@ -25,6 +25,12 @@ class KafkaSettings(IbflowSettings):
     # and the tests turn it off.
     kafka_enable_idempotence: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
+    # Consumers dead-letter an event whose occurred_at is further ahead of their clock
+    # than this: a far-future date would sort above every real run for good.
+    event_max_future_skew_seconds: int = Field(default=300, ge=0)
+    # How often a consumer tries a record whose handling fails for a reason that is not
+    # an outage before it dead-letters it alone.
+    consumer_max_attempts: int = Field(default=3, ge=1)
     kafka_replication_factor: int = Field(default=1, ge=1)
 
 

@@ -76,7 +76,7 @@ class RunRequestOutbox:
         now: datetime,
     ) -> PendingRequest | None:
         """Claim a slot nobody has claimed; None if another replica already has it."""
-        event = self._event(execution_id, workflow_id, trigger, slot_at, params, now)
+        event = self._event(execution_id, workflow_id, trigger, slot_at, params)
         inserted = await session.scalar(
             insert(ScheduleSlot)
             .values(
@@ -105,7 +105,7 @@ class RunRequestOutbox:
 
     async def claim_queued(self, session: AsyncSession, row: ScheduleSlot, *, now: datetime) -> PendingRequest:
         """Claim a queued slot whose row the caller holds locked."""
-        row.event = self._event(row.execution_id, row.workflow_id, row.trigger, row.slot_at, row.params, now)
+        row.event = self._event(row.execution_id, row.workflow_id, row.trigger, row.slot_at, row.params)
         row.state = "claimed"
         row.claimed_by = self._instance_id
         row.claimed_at = now
@@ -115,11 +115,12 @@ class RunRequestOutbox:
         return PendingRequest(row.execution_id, row.workflow_id, row.event, attempts=1)
 
     def _event(
-        self, execution_id: str, workflow_id: str, trigger: str, slot_at: datetime, params: dict[str, Any], now: datetime
+        self, execution_id: str, workflow_id: str, trigger: str, slot_at: datetime, params: dict[str, Any]
     ) -> str:
+        # occurred_at is the wall clock's (the default), not the scheduler's injectable
+        # clock: consumers refuse events from the future, and a test clock may be years ahead.
         return RunRequested(
             event_id=request_event_id(execution_id),
-            occurred_at=now,
             workflow_id=workflow_id,
             execution_id=execution_id,
             trigger=trigger,

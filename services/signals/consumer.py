@@ -1,10 +1,10 @@
-"""What happens to one message of `ibflow.runs.requested`.
+"""What happens to one message of `ibflow.runs.requested`, under the shared consumer rule.
 
-Undecodable or invalid -> `ibflow.deadletter` with the reason, and the consumer goes
-on. A valid request runs its workflow to an outcome (succeeded or failed: both are
-published, neither raises). Only a broker that does not take the run's events makes
-this raise, so the message stays uncommitted and is delivered again; the run's
-deterministic event ids make that re-run harmless.
+Undecodable, invalid or out-of-bounds -> `ibflow.deadletter` with the reason, and the
+consumer goes on. A valid request runs its workflow to an outcome (succeeded, failed:
+both are published, neither raises). Only a broker that does not take the run's events
+makes it raise; the rule then waits and runs it again, and the run's deterministic
+event ids make that re-run harmless.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, cast
+from datetime import timedelta
+from typing import cast
 
 from services.signals.workflow.emitter import Publish
 from services.signals.workflow.runner import RunOutcome, RunResources, Workflow, reject_run, run_workflow
 from shared import topics
-from shared.events import DeadLetter, EventDecodeError, RunRequested, decode_event
+from shared.consuming import ConsumerRule, PublishDeadLetter, Record
+from shared.event_bounds import DEFAULT_MAX_FUTURE_SKEW
+from shared.events import Event, RunRequested
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +29,13 @@ CONSUMER_NAME = "signals"
 
 @dataclass(frozen=True)
 class SourceRecord:
-    """Where a message came from, for the dead letter."""
+    """A record as the handler sees it (a Kafka record, or one a test builds)."""
 
     topic: str
-    partition: int | None = None
-    offset: int | None = None
+    value: bytes | None
+    partition: int = 0
+    offset: int = -1
     key: bytes | None = None
-
-
-class DeadLetterPublish(Protocol):
-    async def __call__(self, letter: DeadLetter, key: bytes | None) -> None: ...
 
 
 class RunRequestHandler:
@@ -45,20 +45,32 @@ class RunRequestHandler:
         workflows: Mapping[str, Workflow],
         resources: RunResources,
         publish: Publish,
-        publish_dead_letter: DeadLetterPublish,
+        publish_dead_letter: PublishDeadLetter,
+        max_future_skew: timedelta = DEFAULT_MAX_FUTURE_SKEW,
+        max_attempts: int = 3,
     ) -> None:
         self._workflows = workflows
         self._resources = resources
         self._publish = publish
-        self._publish_dead_letter = publish_dead_letter
+        self.rule = ConsumerRule(
+            consumer=CONSUMER_NAME,
+            expected={topics.RUNS_REQUESTED: (RunRequested,)},
+            publish_dead_letter=publish_dead_letter,
+            max_future_skew=max_future_skew,
+            max_attempts=max_attempts,
+        )
 
-    async def handle(self, value: bytes | None, source: SourceRecord) -> RunOutcome | None:
-        try:
-            request = decode_event(value or b"", expected=(RunRequested,))
-        except EventDecodeError as exc:
-            await self._dead_letter(value, source, str(exc))
-            return None
-        request = cast(RunRequested, request)
+    async def handle(self, record: Record) -> RunOutcome | None:
+        """The run's outcome, or None when the request was dead-lettered."""
+        outcomes: list[RunOutcome] = []
+
+        async def run(event: Event) -> None:
+            outcomes.append(await self.run(cast(RunRequested, event)))
+
+        await self.rule.handle(record, run)
+        return outcomes[-1] if outcomes else None
+
+    async def run(self, request: RunRequested) -> RunOutcome:
         workflow = self._workflows.get(request.workflow_id)
         log.info(
             "run requested",
@@ -81,20 +93,3 @@ class RunRequestHandler:
             },
         )
         return outcome
-
-    async def _dead_letter(self, value: bytes | None, source: SourceRecord, reason: str) -> None:
-        letter = DeadLetter.of(
-            consumer=CONSUMER_NAME,
-            topic=source.topic,
-            value=value,
-            reason=reason,
-            partition=source.partition,
-            offset=source.offset,
-            key=source.key,
-        )
-        await self._publish_dead_letter(letter, source.key)
-        log.warning(
-            "run request dead-lettered",
-            extra={"reason": reason, "partition": source.partition, "offset": source.offset,
-                   "dead_letter_id": str(letter.dead_letter_id), "topic": topics.DEADLETTER},
-        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -12,7 +13,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 
-from services.signals.consumer import RunRequestHandler, SourceRecord
+from services.signals.consumer import RunRequestHandler
 from services.signals.health import SERVICE, health_report
 from services.signals.market_data.factory import build_provider
 from services.signals.market_data.provider import MarketDataProvider
@@ -77,7 +78,8 @@ def subscribe_run_requests(broker: KafkaBroker, settings: SignalsSettings, handl
     @broker.subscriber(
         topics.RUNS_REQUESTED,
         # A failed run is published and committed like a successful one; only a broker
-        # that refuses the run's events raises, and then the request is fetched again.
+        # that stays away longer than the rule's patience raises, and then the request
+        # is fetched again.
         ack_policy=AckPolicy.NACK_ON_ERROR,
         max_poll_interval_ms=max_poll_interval_ms(settings),
         title="ibflow.runs.requested",
@@ -85,11 +87,7 @@ def subscribe_run_requests(broker: KafkaBroker, settings: SignalsSettings, handl
         **consumer_options(settings, group_id=settings.signals_consumer_group_id),
     )
     async def on_run_requested(message: KafkaMessage) -> None:
-        record = message.raw_message
-        await handler.handle(
-            message.body,
-            SourceRecord(topic=record.topic, partition=record.partition, offset=record.offset, key=record.key),
-        )
+        await handler.handle(message.raw_message)
 
 
 def create_app(settings: SignalsSettings | None = None) -> FastAPI:
@@ -111,7 +109,9 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
     broker = new_broker(settings, client_id="ibflow-signals")
     publisher = KafkaEventPublisher(broker)
     handler = RunRequestHandler(
-        workflows=WORKFLOWS, resources=resources, publish=publisher, publish_dead_letter=publisher.dead_letter
+        workflows=WORKFLOWS, resources=resources, publish=publisher, publish_dead_letter=publisher.dead_letter,
+        max_future_skew=timedelta(seconds=settings.event_max_future_skew_seconds),
+        max_attempts=settings.consumer_max_attempts,
     )
     subscribe_run_requests(broker, settings, handler)
 

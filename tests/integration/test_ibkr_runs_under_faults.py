@@ -84,7 +84,7 @@ class Service:
             params=RunParams(symbols=symbols),
         )
         async with asyncio.timeout(RUN_BOUND_SECONDS):
-            outcome = await self.handler.handle(request.to_bytes(), SourceRecord(topic=topics.RUNS_REQUESTED))
+            outcome = await self.handler.handle(SourceRecord(topic=topics.RUNS_REQUESTED, value=request.to_bytes()))
         assert outcome is not None
         return outcome, self.recorder.of_run(request.execution_id)
 

@@ -12,12 +12,21 @@ from sqlalchemy.exc import DBAPIError
 
 from services.artifacts.api.cursors import decode_cursor, encode_cursor
 from services.artifacts.api.deps import execution_id
-from services.artifacts.ingest.consumer import CONSUMED_TOPICS, Rejected, decode_record, is_transient
+from services.artifacts.ingest.consumer import CONSUMED_TOPICS, decode_record, new_rule
 from shared import topics
+from shared.consuming import Rejected, is_transient
 from shared.events import ArtifactCreated, LogRecorded, RunRequested, StepStarted, StepSucceeded
+from shared.settings import KafkaSettings
 
 pytestmark = pytest.mark.unit
 IDS = {"workflow_id": "wf", "execution_id": "run-1"}
+
+
+async def _no_dead_letters(letter, key):
+    raise AssertionError("decoding publishes nothing")
+
+
+RULE = new_rule(KafkaSettings(), _no_dead_letters)
 
 
 def record(topic: str, value: bytes | None) -> ConsumerRecord:
@@ -46,7 +55,7 @@ GOOD = {
 
 @pytest.mark.parametrize("topic", CONSUMED_TOPICS)
 def test_each_topic_accepts_its_own_events(topic):
-    assert decode_record(record(topic, GOOD[topic].to_bytes())) == GOOD[topic]
+    assert decode_record(record(topic, GOOD[topic].to_bytes()), RULE) == GOOD[topic]
 
 
 @pytest.mark.parametrize("topic", CONSUMED_TOPICS)
@@ -60,26 +69,26 @@ def test_each_topic_accepts_its_own_events(topic):
     ],
 )
 def test_undecodable_values_are_rejected_with_a_reason(topic, value, reason):
-    outcome = decode_record(record(topic, value))
+    outcome = decode_record(record(topic, value), RULE)
     assert isinstance(outcome, Rejected)
     assert reason in outcome.reason
 
 
 def test_an_event_on_the_wrong_topic_is_rejected():
-    outcome = decode_record(record(topics.LOGS, GOOD[topics.ARTIFACTS].to_bytes()))
+    outcome = decode_record(record(topics.LOGS, GOOD[topics.ARTIFACTS].to_bytes()), RULE)
     assert isinstance(outcome, Rejected)
     assert "does not belong here" in outcome.reason
 
 
 def test_an_invalid_event_names_the_field():
     bad = GOOD[topics.ARTIFACTS].model_dump(mode="json") | {"payload": None}
-    outcome = decode_record(record(topics.ARTIFACTS, json.dumps(bad).encode()))
+    outcome = decode_record(record(topics.ARTIFACTS, json.dumps(bad).encode()), RULE)
     assert isinstance(outcome, Rejected)
     assert "inline payload or a uri" in outcome.reason
 
 
 def test_a_step_event_without_a_step_name_is_rejected():
-    outcome = decode_record(record(topics.RUNS_EVENTS, StepStarted(**IDS).to_bytes()))
+    outcome = decode_record(record(topics.RUNS_EVENTS, StepStarted(**IDS).to_bytes()), RULE)
     assert isinstance(outcome, Rejected)
     assert "without step_name" in outcome.reason
 

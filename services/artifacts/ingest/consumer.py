@@ -14,27 +14,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from services.artifacts.ingest.store import StoreResult, store_batch
 from shared import topics
-from shared.events import (
-    RUN_LIFECYCLE_EVENTS,
-    ArtifactCreated,
-    DeadLetter,
-    Event,
-    EventDecodeError,
-    LogRecorded,
-    RunRequested,
-    decode_event,
-)
+from shared.consuming import ConsumerRule, PublishDeadLetter, Rejected, is_transient
+from shared.events import Event, events_of
 from shared.kafka import consumer_options
 from shared.settings import KafkaSettings
 
@@ -44,26 +34,12 @@ CONSUMER_NAME = "artifacts"
 REFETCH_PAUSE_SECONDS = 1.0
 # What may arrive on each consumed topic; anything else is dead-lettered.
 ALLOWED_EVENTS: dict[str, tuple[type[Event], ...]] = {
-    topics.RUNS_REQUESTED: (RunRequested,),
-    topics.RUNS_EVENTS: RUN_LIFECYCLE_EVENTS,
-    topics.ARTIFACTS: (ArtifactCreated,),
-    topics.LOGS: (LogRecorded,),
+    topic: events_of(topic) for topic in (topics.RUNS_REQUESTED, topics.RUNS_EVENTS, topics.ARTIFACTS, topics.LOGS)
 }
 CONSUMED_TOPICS = tuple(ALLOWED_EVENTS)
 
-# PostgreSQL error classes worth waiting out: connection, rollback (serialization,
-# deadlock), resources, operator intervention (shutdown, starting up), system errors.
-_TRANSIENT_SQLSTATE_CLASSES = {"08", "40", "53", "57", "58"}
-
 Batch = dict[TopicPartition, list[ConsumerRecord]]
-PublishDeadLetter = Callable[[DeadLetter, bytes | None], Awaitable[Any]]
 AfterStore = Callable[[Batch], Awaitable[None]]
-
-
-@dataclass
-class Rejected:
-    record: ConsumerRecord
-    reason: str
 
 
 @dataclass
@@ -79,29 +55,22 @@ class ConsumerStats:
     assigned: list[str] = field(default_factory=list)
 
 
-def decode_record(record: ConsumerRecord) -> Event | Rejected:
+def new_rule(kafka: KafkaSettings, publish_dead_letter: PublishDeadLetter) -> ConsumerRule:
+    return ConsumerRule(
+        consumer=CONSUMER_NAME,
+        expected=ALLOWED_EVENTS,
+        publish_dead_letter=publish_dead_letter,
+        max_future_skew=timedelta(seconds=kafka.event_max_future_skew_seconds),
+        max_attempts=kafka.consumer_max_attempts,
+    )
+
+
+def decode_record(record: ConsumerRecord, rule: ConsumerRule) -> Event | Rejected:
     """The event a record holds, or why it cannot be stored."""
-    if record.value is None:
-        return Rejected(record, "record has no value")
-    try:
-        event = decode_event(record.value, expected=ALLOWED_EVENTS[record.topic])
-    except EventDecodeError as exc:
-        return Rejected(record, str(exc))
-    if event.step_name is None and event.event_type.startswith("step."):
+    event = rule.decode(record)
+    if isinstance(event, Event) and event.step_name is None and event.event_type.startswith("step."):
         return Rejected(record, f"{event.event_type} without step_name")
     return event
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A database failure that retrying the same batch can get past."""
-    if isinstance(exc, OSError | TimeoutError):
-        return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        sqlstate = getattr(exc.orig, "sqlstate", None)
-        return sqlstate is not None and sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    return False
 
 
 class DatabaseUnavailable(Exception):
@@ -121,6 +90,7 @@ class BatchConsumer:
         kafka: KafkaSettings,
         session_factory: async_sessionmaker,
         publish_dead_letter: PublishDeadLetter,
+        store: Callable[[async_sessionmaker, Sequence[Event]], Awaitable[StoreResult]] | None = None,
         group_id: str,
         max_records: int = 500,
         batch_timeout_ms: int = 200,
@@ -130,7 +100,12 @@ class BatchConsumer:
     ) -> None:
         self._kafka = kafka
         self._session_factory = session_factory
-        self._publish_dead_letter = publish_dead_letter
+        self._rule = new_rule(kafka, publish_dead_letter)
+        self._store_in = store or _store_in_transaction
+        # set after a batch failed `max_attempts` times: that many records are then
+        # fetched one at a time, so the one that fails is dead-lettered alone
+        self._isolate_records = 0
+        self._failures: dict[tuple[TopicPartition, int], int] = {}
         self._group_id = group_id
         self._max_records = max_records
         self._batch_timeout_ms = batch_timeout_ms
@@ -185,8 +160,10 @@ class BatchConsumer:
     async def _run(self) -> None:
         assert self._consumer is not None
         while not self._stopping.is_set():
+            batch: Batch = {}
             try:
-                batch = await self._consumer.getmany(timeout_ms=self._batch_timeout_ms, max_records=self._max_records)
+                max_records = 1 if self._isolate_records else self._max_records
+                batch = await self._consumer.getmany(timeout_ms=self._batch_timeout_ms, max_records=max_records)
                 self.stats.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in self._consumer.assignment())
                 if batch:
                     await self.handle(batch)
@@ -195,37 +172,37 @@ class BatchConsumer:
             except KafkaError as exc:
                 # The client reconnects by itself; note it and poll again.
                 self._note_error(f"broker: {exc!r}")
+                self._rewind(batch)
                 await asyncio.sleep(REFETCH_PAUSE_SECONDS)
             except Exception as exc:
                 log.exception("consumer loop failed")
                 self._note_error(f"{type(exc).__name__}: {exc}")
+                self._rewind(batch)
                 await asyncio.sleep(REFETCH_PAUSE_SECONDS)
 
     async def handle(self, batch: Batch) -> None:
-        """Store one fetched batch, dead-letter what cannot be stored, then commit offsets."""
-        decoded: list[tuple[Event, ConsumerRecord]] = []
-        rejected: list[Rejected] = []
-        for partition_records in batch.values():
-            for record in partition_records:
-                outcome = decode_record(record)
-                if isinstance(outcome, Rejected):
-                    rejected.append(outcome)
-                else:
-                    decoded.append((outcome, record))
+        """Store one fetched batch, dead-letter what cannot be stored, then commit offsets.
+
+        Whatever fails, the batch is fetched again (nothing skipped); a batch that keeps
+        failing for a reason that is not an outage is retried record by record, and the
+        record that still fails is dead-lettered alone.
+        """
+        records = [record for partition_records in batch.values() for record in partition_records]
         try:
-            result, refused = await self._store(decoded)
-            rejected.extend(refused)
-            for item in rejected:
-                await self._dead_letter(item)
+            result, rejected = await self._store_and_dead_letter(records)
         except Exception as exc:
-            # Not stored, or a dead letter not sent: commit nothing, fetch the same
-            # records again. Whatever was stored is skipped by event_id next time.
-            if not isinstance(exc, DatabaseUnavailable | KafkaError | OSError):
+            transient = isinstance(exc, DatabaseUnavailable) or is_transient(exc)
+            if not transient:
                 log.exception("batch failed")
             self._note_error(f"batch not stored, will fetch it again: {_first_line(exc)}")
+            if not transient and await self._gave_up_on(records, exc):
+                return
             self._rewind(batch)
             await asyncio.sleep(REFETCH_PAUSE_SECONDS)
             return
+        self._failures.clear()
+        if self._isolate_records:
+            self._isolate_records -= 1
         if self._after_store is not None:
             await self._after_store(batch)
         await self._commit(batch)
@@ -234,6 +211,42 @@ class BatchConsumer:
         self.stats.duplicates += result.duplicates
         self.stats.dead_lettered += len(rejected)
         self.stats.last_batch_at = datetime.now(UTC)
+
+    async def _store_and_dead_letter(self, records: list[ConsumerRecord]) -> tuple[StoreResult, list[Rejected]]:
+        decoded: list[tuple[Event, ConsumerRecord]] = []
+        rejected: list[Rejected] = []
+        for record in records:
+            outcome = decode_record(record, self._rule)
+            if isinstance(outcome, Rejected):
+                rejected.append(outcome)
+            else:
+                decoded.append((outcome, record))
+        result, refused = await self._store(decoded)
+        rejected.extend(refused)
+        for item in rejected:
+            await self._rule.dead_letter(item.record, item.reason)
+        return result, rejected
+
+    async def _gave_up_on(self, records: list[ConsumerRecord], exc: Exception) -> bool:
+        """Count a failure of this batch; True once its one record is dead-lettered."""
+        first = records[0]
+        key = (TopicPartition(first.topic, first.partition), first.offset)
+        self._failures[key] = failures = self._failures.get(key, 0) + 1
+        if failures < self._rule.max_attempts:
+            return False
+        if len(records) > 1:
+            self._isolate_records = len(records)
+            self._failures.clear()
+            return False
+        try:
+            await self._rule.dead_letter(first, f"handling failed {failures} times: {type(exc).__name__}: "
+                                                f"{_first_line(exc)}")
+        except Exception:
+            return False  # the dead letter could not be sent either: keep the record
+        self._failures.clear()
+        await self._commit({key[0]: [first]})
+        self.stats.dead_lettered += 1
+        return True
 
     async def _store(self, decoded: Sequence[tuple[Event, ConsumerRecord]]) -> tuple[StoreResult, list[Rejected]]:
         """One transaction for the batch; if the database refuses it, one per event, so a
@@ -259,8 +272,7 @@ class BatchConsumer:
         return StoreResult(stored=stored, duplicates=duplicates), refused
 
     async def _store_events(self, events: Sequence[Event]) -> StoreResult:
-        async with self._session_factory() as session, session.begin():
-            return await store_batch(session, events)
+        return await self._store_in(self._session_factory, events)
 
     async def _with_db_retry(self, fn, *args):
         try:
@@ -280,30 +292,9 @@ class BatchConsumer:
                 raise DatabaseUnavailable(_first_line(exc)) from exc
             raise
 
-    async def _dead_letter(self, item: Rejected) -> None:
-        record = item.record
-        letter = DeadLetter.of(
-            consumer=CONSUMER_NAME,
-            topic=record.topic,
-            value=record.value,
-            reason=item.reason,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-        )
-        log.warning(
-            "dead-lettered a record",
-            extra={
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "reason": item.reason,
-            },
-        )
-        await self._publish_dead_letter(letter, record.key)
-
     def _rewind(self, batch: Batch) -> None:
-        assert self._consumer is not None
+        if self._consumer is None:
+            return
         for tp, partition_records in batch.items():
             try:
                 self._consumer.seek(tp, partition_records[0].offset)
@@ -329,3 +320,8 @@ class BatchConsumer:
 def _first_line(exc: BaseException | None) -> str:
     text = str(exc) if exc is not None else ""
     return (text.splitlines() or [type(exc).__name__])[0][:500]
+
+
+async def _store_in_transaction(session_factory: async_sessionmaker, events: Sequence[Event]) -> StoreResult:
+    async with session_factory() as session, session.begin():
+        return await store_batch(session, events)
