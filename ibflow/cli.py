@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
+import logging
 import os
 import sys
 
 from dotenv import load_dotenv
 
+from ibflow import stack_config
 from ibflow.services import MIGRATIONS, SERVICES
 
 DEFAULT_WORKFLOW = "ibkr_trading_signal_workflow"
@@ -45,39 +46,6 @@ async def migrate(database_url: str) -> dict[str, str]:
     return heads
 
 
-async def create_topics() -> list[str]:
-    from shared.kafka import ensure_topics
-    from shared.settings import KafkaSettings
-
-    return await ensure_topics(KafkaSettings())
-
-
-def trigger(workflow: str, symbols: list[str] | None, gateway: str, wait: float) -> int:
-    import time
-
-    import httpx
-
-    headers = {}
-    if token := os.environ.get("IBFLOW_API_TOKEN"):
-        headers["Authorization"] = f"Bearer {token}"
-    body = {"params": {"symbols": symbols}} if symbols else {}
-    response = httpx.post(f"{gateway}/api/workflows/{workflow}/runs", json=body, headers=headers, timeout=10)
-    if response.status_code != 202:
-        print(f"trigger refused ({response.status_code}): {response.text}", file=sys.stderr)
-        return 1
-    execution_id = response.json()["execution_id"]
-    print(execution_id)
-    deadline = time.monotonic() + wait
-    while wait and time.monotonic() < deadline:
-        run = httpx.get(f"{gateway}/api/runs/{execution_id}", timeout=10)
-        status = run.json().get("status") if run.status_code == 200 else None
-        if status in ("succeeded", "failed"):
-            print(json.dumps(run.json(), indent=2))
-            return 0 if status == "succeeded" else 1
-        time.sleep(1)
-    return 0 if not wait else 2
-
-
 def build_parser() -> argparse.ArgumentParser:
     from ibflow.fake_ib_gateway.cli import add_arguments
 
@@ -92,8 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     trig = commands.add_parser("trigger", help="start a run through the gateway")
     trig.add_argument("workflow", nargs="?", default=DEFAULT_WORKFLOW)
     trig.add_argument("--symbols", help="comma-separated symbols, e.g. AAPL,MSFT")
-    trig.add_argument("--gateway", default=SERVICES["gateway"].url())
-    trig.add_argument("--wait", type=float, default=0, help="seconds to wait for the run to end")
+    trig.add_argument("--gateway", help="gateway URL (default: GATEWAY_URL, else the running stack's)")
+    trig.add_argument("--wait", type=float, default=0,
+                      help="seconds to follow the run; exit 0 succeeded, 1 failed, 2 partial, "
+                           "3 still running, 4 not triggered")
+    dead = commands.add_parser("deadletter", help="list or replay what consumers dead-lettered")
+    dead_commands = dead.add_subparsers(dest="deadletter_command", required=True)
+    listing = dead_commands.add_parser("list", help="the most recent dead letters, oldest first")
+    listing.add_argument("--limit", type=int, default=50, help="how many of the most recent (default 50)")
+    listing.add_argument("--topic", help="only those that came from this topic, e.g. ibflow.artifacts")
+    replay = dead_commands.add_parser("replay", help="publish dead letters' original bytes to their source topic")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", dest="dead_letter_id", help="one dead letter (its id, or a unique prefix of it)")
+    which.add_argument("--all", action="store_true", help="every dead letter (narrow with --topic)")
+    replay.add_argument("--topic", help="with --all: only those that came from this topic")
+    replay.add_argument("--yes", action="store_true", help="do not ask before publishing")
+    commands.add_parser("config", help="the settings the tool commands use, and where each comes from")
     fake = commands.add_parser("fake-gateway", help="serve the fake IB gateway (TWS API socket protocol)")
     add_arguments(fake)
     return parser
@@ -104,8 +86,155 @@ def subcommands() -> set[str]:
     return {name for action in parser._subparsers._group_actions for name in action.choices}
 
 
+def fail(command: str, message: str) -> int:
+    print(f"ibflow {command}: {message}", file=sys.stderr)
+    return 1
+
+
+def scrub(text: str, *urls: str) -> str:
+    """An error message safe to show: no password of the URLs it may quote."""
+    from urllib.parse import urlsplit
+
+    for url in urls:
+        try:
+            password = urlsplit(url).password
+        except ValueError:
+            continue
+        if password:
+            text = text.replace(password, "***")
+    return text
+
+
+def migrate_command(resolved: stack_config.Resolved) -> int:
+    from shared.database import DatabaseUrlError, describe_database, normalize_database_url
+
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        return fail("migrate", resolved.hint("DATABASE_URL"))
+    try:
+        where = describe_database(normalize_database_url(url))["url"]
+        heads = asyncio.run(migrate(url))
+    except DatabaseUrlError as exc:
+        return fail("migrate", str(exc))
+    except Exception as exc:  # any way of not reaching the database: say where and what to set
+        reason = scrub(str(exc.__cause__ or exc), url)
+        return fail("migrate", f"migration failed on {where}: {reason}\n{resolved.hint('DATABASE_URL')}")
+    for service, head in heads.items():
+        print(f"{service}: at {head}")
+    return 0
+
+
+def kafka_settings(command: str):
+    """KafkaSettings, or an exit code after saying which variable is wrong."""
+    from pydantic import ValidationError
+
+    from shared.settings import KafkaSettings
+
+    try:
+        return KafkaSettings()
+    except ValidationError as exc:
+        return fail(command, f"invalid Kafka settings: {exc}")
+
+
+def unreachable_broker(command: str, resolved: stack_config.Resolved, exc: BaseException) -> int:
+    servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092 (the default)")
+    return fail(command, f"cannot reach the Kafka broker at {servers}: {exc}\n"
+                         f"{resolved.hint('KAFKA_BOOTSTRAP_SERVERS')}")
+
+
+def topics_command(resolved: stack_config.Resolved) -> int:
+    from aiokafka.errors import KafkaError
+
+    from shared.kafka import ensure_topics
+
+    settings = kafka_settings("topics")
+    if isinstance(settings, int):
+        return settings
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except (KafkaError, OSError) as exc:
+        return unreachable_broker("topics", resolved, exc)
+    print("created: " + (", ".join(created) or "nothing (all exist)"))
+    return 0
+
+
+def trigger_command(args: argparse.Namespace, resolved: stack_config.Resolved) -> int:
+    import httpx
+    from rich.console import Console
+
+    from ibflow.trigger import EXIT_NOT_TRIGGERED, Gateway, trigger
+
+    gateway_url = (args.gateway or SERVICES["gateway"].url()).rstrip("/")
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    with httpx.Client() as client:
+        code = trigger(Gateway(client, gateway_url, os.environ.get("IBFLOW_API_TOKEN")),
+                       args.workflow, symbols, args.wait, Console())
+    if code == EXIT_NOT_TRIGGERED and not args.gateway:
+        print(resolved.hint("GATEWAY_URL"), file=sys.stderr)
+    return code
+
+
+def deadletter_command(args: argparse.Namespace, resolved: stack_config.Resolved) -> int:
+    from aiokafka.errors import KafkaError
+    from rich.console import Console
+
+    from ibflow import deadletter
+    from ibflow.terminal_table import print_table
+
+    command = f"deadletter {args.deadletter_command}"
+    settings = kafka_settings(command)
+    if isinstance(settings, int):
+        return settings
+    try:
+        reading = asyncio.run(deadletter.read_letters(settings, source_topic=args.topic))
+        if args.deadletter_command == "list":
+            shown = reading.letters[-args.limit:] if args.limit > 0 else []
+            console = Console()
+            print_table(console, deadletter.LIST_COLUMNS, [found.cells() for found in shown])
+            skipped = f", {reading.unreadable} unreadable record(s) skipped" if reading.unreadable else ""
+            print(f"{len(shown)} of {len(reading.letters)} dead letter(s) shown{skipped}", file=sys.stderr)
+            return 0
+        chosen = deadletter.select(reading.letters, args.dead_letter_id)
+        deadletter.check_replayable(chosen, reading.existing_topics)
+        if not chosen:
+            print("nothing to replay")
+            return 0
+        if not args.yes and not confirm(f"Replay {len(chosen)} dead letter(s) to their source topics?"):
+            return fail(command, "not replayed (pass --yes to replay without asking)")
+        for done in asyncio.run(deadletter.replay(settings, chosen)):
+            print(f"replayed {done.letter.id} to {done.letter.letter.source_topic}"
+                  f"[{done.partition}]@{done.offset}")
+        return 0
+    except deadletter.DeadLetterError as exc:
+        return fail(command, str(exc))
+    except (KafkaError, OSError) as exc:
+        return unreachable_broker(command, resolved, exc)
+
+
+def confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+
+def config_command(resolved: stack_config.Resolved) -> int:
+    from rich.console import Console
+
+    from ibflow.terminal_table import print_table
+
+    rows = [
+        (name, stack_config.mask(name, os.environ[name]), resolved.source(name))
+        for name in stack_config.RECORDED if os.environ.get(name)
+    ]
+    print_table(Console(), ("variable", "value", "from"), rows)
+    print(f"stack: {resolved.stack.note}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    explicit = set(os.environ)
     load_dotenv(".env", override=False)
+    from_dotenv = frozenset(name for name in os.environ if name not in explicit)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in SERVICES:
@@ -115,35 +244,25 @@ def main(argv: list[str] | None = None) -> int:
         from ibflow.stack import run_stack
 
         return run_stack(demo=not args.no_demo)
-    if args.command == "migrate":
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from shared.database import describe_database, normalize_database_url
-
-        url = os.environ.get("DATABASE_URL")
-        if not url:
-            parser.error("DATABASE_URL is not set")
-        try:
-            heads = asyncio.run(migrate(url))
-        except (OSError, SQLAlchemyError) as exc:
-            where = describe_database(normalize_database_url(url))["url"]
-            print(f"migration failed on {where}: {exc.__cause__ or exc}", file=sys.stderr)
-            return 1
-        for service, head in heads.items():
-            print(f"{service}: at {head}")
-        return 0
-    if args.command == "topics":
-        created = asyncio.run(create_topics())
-        print("created: " + (", ".join(created) or "nothing (all exist)"))
-        return 0
-    if args.command == "trigger":
-        symbols = [s.strip().upper() for s in args.symbols.split(",")] if args.symbols else None
-        return trigger(args.workflow, symbols, args.gateway, args.wait)
     if args.command == "fake-gateway":
         from ibflow.fake_ib_gateway.cli import serve
 
         asyncio.run(serve(args))
         return 0
+    # The stack's own processes get everything from it; the tools are its clients.
+    # Their failures are reported once, in words: the Kafka client's own log lines would repeat them.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    resolved = stack_config.apply(os.environ, from_dotenv)
+    if args.command == "migrate":
+        return migrate_command(resolved)
+    if args.command == "topics":
+        return topics_command(resolved)
+    if args.command == "trigger":
+        return trigger_command(args, resolved)
+    if args.command == "deadletter":
+        return deadletter_command(args, resolved)
+    if args.command == "config":
+        return config_command(resolved)
     parser.error(f"unknown command {args.command}")
     return 2
 
