@@ -86,6 +86,12 @@ def _walk(where: str, value: Any, max_bytes: int) -> None:
             raise BoundsError(f"{where}: larger than {max_bytes} bytes")
 
 
+def storable_text(text: str) -> str:
+    """`text` with what no event may hold replaced by U+FFFD, for producers that pass
+    on text they did not write (an error message from a data source)."""
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
 def _check_text(path: str, text: str) -> None:
     if (found := _UNSTORABLE.search(text)) is not None:
         what = "a NUL character" if found.group() == "\x00" else "an unpaired UTF-16 surrogate"

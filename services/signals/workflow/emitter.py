@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from shared.event_bounds import storable_text
 from shared.events import Event, LogLevel, LogRecorded
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c7d8e-3b0a-5d54-9a57-1b7e0c2f4a91")
@@ -113,7 +114,7 @@ class RunEmitter:
             f"log:{self._log_seq}:{text_hash}",
             step_name=step_name,
             level=level,
-            message=message[:10_000],
+            message=storable_text(message[:10_000]),
             logger=logger_name,
             fields=fields,
         )
