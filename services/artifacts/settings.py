@@ -23,3 +23,6 @@ class ArtifactsSettings(KafkaSettings, DatabaseSettings, HttpSettings, ArtifactS
     # Logs travel on their own topic, so some may land after run.succeeded: a finished
     # run's live follow waits this long for stragglers before it ends.
     artifacts_log_stream_grace_seconds: float = Field(default=2.0, ge=0)
+    # A run that is queued or running with no event of any kind for this long is shown
+    # as `abandoned` ("no event since ..."); its next event, if one ever comes, revives it.
+    artifacts_run_abandoned_after_seconds: float = Field(default=6 * 3600, gt=0)

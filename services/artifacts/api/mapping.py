@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from services.artifacts.api import schemas
-from services.artifacts.db.models import TERMINAL_STATUSES, Artifact, LogRecord, Run, RunStep
+from services.artifacts.db.models import Artifact, LogRecord, Run, RunStep
 from services.artifacts.queries.artifacts import ExecutionGroup
+from services.artifacts.queries.runs import RAN_STEP_STATUSES, abandoned_since
 from services.artifacts.signals_diff import SignalChange
 
 
@@ -66,23 +67,43 @@ def _duration(started: datetime | None, finished: datetime | None, *, running: b
     return round(max((now - started).total_seconds(), 0.0), 3) if running else None
 
 
-def run_summary(row: Run, steps_total: int, steps_finished: int, now: datetime | None = None) -> schemas.RunSummary:
+def _status_and_error(row: Run, abandoned_before: datetime | None) -> tuple[str, str | None]:
+    quiet_since = abandoned_since(row, abandoned_before)
+    if quiet_since is None:
+        return row.status, row.error
+    return "abandoned", (
+        f"no event since {utc(quiet_since):%Y-%m-%d %H:%M:%S} UTC: {row.status} runs that stay quiet "
+        "longer than ARTIFACTS_RUN_ABANDONED_AFTER_SECONDS are shown as abandoned"
+    )
+
+
+def run_summary(
+    row: Run,
+    steps_total: int,
+    steps_finished: int,
+    now: datetime | None = None,
+    abandoned_before: datetime | None = None,
+) -> schemas.RunSummary:
+    """`abandoned_before`: an open run with no event since then is shown as abandoned."""
     now = now or datetime.now(UTC)
-    if row.status == "succeeded":
+    status, error = _status_and_error(row, abandoned_before)
+    if row.status in ("succeeded", "partial"):
         progress = 1.0
     else:
         progress = round(steps_finished / steps_total, 4) if steps_total else 0.0
     return schemas.RunSummary(
         execution_id=row.execution_id,
         workflow_id=row.workflow_id,
-        status=row.status,
+        status=status,
         trigger=row.trigger,
         params=row.params,
         requested_at=utc(row.requested_at),
         started_at=utc(row.started_at),
         finished_at=utc(row.finished_at),
-        duration_seconds=_duration(row.started_at, row.finished_at, running=row.status == "running", now=now),
-        error=row.error,
+        duration_seconds=_duration(row.started_at, row.finished_at, running=status == "running", now=now),
+        error=error,
+        failed_items=[schemas.FailedItem.model_validate(item) for item in row.failed_items or []],
+        last_event_at=utc(row.last_event_at or row.opened_at),
         steps_total=steps_total,
         steps_finished=steps_finished,
         progress=progress,
@@ -100,14 +121,15 @@ def step_summary(row: RunStep, now: datetime) -> schemas.StepSummary:
         finished_at=utc(row.finished_at),
         duration_seconds=_duration(row.started_at, row.finished_at, running=row.status == "running", now=now),
         error=row.error,
+        skipped_reason=row.skipped_reason,
         artifact_count=row.artifact_count,
     )
 
 
-def run_detail(row: Run, now: datetime | None = None) -> schemas.RunDetail:
+def run_detail(row: Run, now: datetime | None = None, abandoned_before: datetime | None = None) -> schemas.RunDetail:
     now = now or datetime.now(UTC)
-    finished = sum(1 for step in row.steps if step.status in TERMINAL_STATUSES)
-    summary = run_summary(row, len(row.steps), finished, now)
+    finished = sum(1 for step in row.steps if step.status in RAN_STEP_STATUSES)
+    summary = run_summary(row, len(row.steps), finished, now, abandoned_before)
     return schemas.RunDetail(**summary.model_dump(), steps=[step_summary(step, now) for step in row.steps])
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
 from services.artifacts.api import mapping, schemas
 from services.artifacts.api.cursors import decode_cursor, encode_cursor
-from services.artifacts.api.deps import ExecutionIdDep, SessionDep
+from services.artifacts.api.deps import ExecutionIdDep, RuntimeDep, SessionDep
 from services.artifacts.db.models import Run
 from services.artifacts.queries.artifacts import latest_signals_artifact
 from services.artifacts.queries.runs import RunFilters, get_run, list_runs, previous_successful_run_with_signals
@@ -18,12 +18,18 @@ from services.artifacts.signals_diff import diff_signals, signals_by_symbol
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
 
+def abandoned_before(runtime: RuntimeDep) -> datetime:
+    """Open runs with no event since this instant are shown as abandoned."""
+    return datetime.now(UTC) - timedelta(seconds=runtime.settings.artifacts_run_abandoned_after_seconds)
+
+
 @router.get("", response_model=schemas.RunPage)
 @router.get("/", response_model=schemas.RunPage, include_in_schema=False)
 async def list_runs_route(
     session: SessionDep,
+    runtime: RuntimeDep,
     workflow_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-    status: Annotated[schemas.RunStatus | None, Query()] = None,
+    status: Annotated[schemas.RunStatus | None, Query(description=schemas.RUN_STATUS_DESCRIPTION)] = None,
     trigger: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
     started_after: Annotated[
         datetime | None, Query(description="RFC 3339; runs that began (requested or started) at or after it")
@@ -32,12 +38,14 @@ async def list_runs_route(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=1000)] = None,
 ) -> schemas.RunPage:
+    cutoff = abandoned_before(runtime)
     filters = RunFilters(
         workflow_id=workflow_id,
         status=status,
         trigger=trigger,
         started_after=started_after,
         started_before=started_before,
+        abandoned_before=cutoff,
     )
     after = decode_cursor("runs", cursor, (datetime, str)) if cursor else None
     listings, total, more = await list_runs(session, filters, limit, after)
@@ -46,7 +54,10 @@ async def list_runs_route(
         last = listings[-1].run
         next_cursor = encode_cursor("runs", last.opened_at, last.execution_id)
     return schemas.RunPage(
-        runs=[mapping.run_summary(item.run, item.steps_total, item.steps_finished) for item in listings],
+        runs=[
+            mapping.run_summary(item.run, item.steps_total, item.steps_finished, abandoned_before=cutoff)
+            for item in listings
+        ],
         total=total,
         limit=limit,
         next_cursor=next_cursor,
@@ -61,8 +72,8 @@ async def run_or_404(session: SessionDep, execution_id: str) -> Run:
 
 
 @router.get("/{execution_id}", response_model=schemas.RunDetail)
-async def get_run_route(session: SessionDep, execution_id: ExecutionIdDep) -> schemas.RunDetail:
-    return mapping.run_detail(await run_or_404(session, execution_id))
+async def get_run_route(session: SessionDep, runtime: RuntimeDep, execution_id: ExecutionIdDep) -> schemas.RunDetail:
+    return mapping.run_detail(await run_or_404(session, execution_id), abandoned_before=abandoned_before(runtime))
 
 
 @router.get("/{execution_id}/signals-diff", response_model=schemas.SignalsDiff)

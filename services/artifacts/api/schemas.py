@@ -8,8 +8,15 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-RunStatus = Literal["queued", "running", "succeeded", "failed"]
-StepStatus = Literal["pending", "running", "succeeded", "failed"]
+RunStatus = Literal["queued", "running", "succeeded", "partial", "failed", "external", "abandoned"]
+StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
+RUN_STATUS_DESCRIPTION = (
+    "queued: requested, not started; running: started, no outcome yet; succeeded: the workflow "
+    "ended and nothing failed; partial: it ended but some items failed (see failed_items); "
+    "failed: it did not end; external: only artifacts or logs of a producer outside ibflow, "
+    "which ibflow does not track; abandoned: queued or running with no event for longer than "
+    "ARTIFACTS_RUN_ABANDONED_AFTER_SECONDS (its next event revives it)"
+)
 
 
 class ArtifactSummary(BaseModel):
@@ -69,22 +76,32 @@ class StepSummary(BaseModel):
     finished_at: datetime | None
     duration_seconds: float | None
     error: str | None
+    skipped_reason: str | None = Field(description="why a skipped step did not run")
     artifact_count: int
+
+
+class FailedItem(BaseModel):
+    item: str = Field(description="what failed, e.g. a symbol")
+    step: str = Field(description="the step it failed in")
+    reason: str = Field(description="why, in words, with the data source's code and its meaning where known")
+    code: int | None = Field(default=None, description="the data source's own error code (IBKR's 200, 162, ...)")
 
 
 class RunSummary(BaseModel):
     execution_id: str
     workflow_id: str
-    status: RunStatus
+    status: RunStatus = Field(description=RUN_STATUS_DESCRIPTION)
     trigger: str | None
     params: dict[str, Any]
     requested_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
     duration_seconds: float | None = Field(description="finished - started; for a running run, time so far")
-    error: str | None
+    error: str | None = Field(description="why a run failed, or since when an abandoned run is quiet")
+    failed_items: list[FailedItem] = Field(description="items that failed in a partial (or failed) run")
+    last_event_at: datetime | None = Field(description="the latest event of the run, of any kind")
     steps_total: int
-    steps_finished: int
+    steps_finished: int = Field(description="steps that ran to an end (succeeded or failed); skipped ones did not")
     progress: float = Field(ge=0.0, le=1.0)
     artifact_count: int
     log_count: int

@@ -27,9 +27,15 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-RUN_STATUSES = ("queued", "running", "succeeded", "failed")
-STEP_STATUSES = ("pending", "running", "succeeded", "failed")
-TERMINAL_STATUSES = frozenset({"succeeded", "failed"})
+# `external`: only artifacts or logs arrived, from a producer outside ibflow; no
+# run.requested or run.started says ibflow ran it. (`abandoned` is not stored: the API
+# derives it from `last_event_at`, so the next event of such a run revives it.)
+RUN_STATUSES = ("queued", "running", "succeeded", "failed", "partial", "external")
+STEP_STATUSES = ("pending", "running", "succeeded", "failed", "skipped")
+# A run's outcomes: the workflow reached an end.
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "partial"})
+# Steps that will not move any more in this attempt.
+FINISHED_STEP_STATUSES = frozenset({"succeeded", "failed", "skipped"})
 
 # Names Alembic and PostgreSQL use for constraints, so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -82,6 +88,11 @@ class Run(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # What failed in a run that still reached its end: [{item, step, reason, code}].
+    failed_items: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default="[]")
+    # The latest occurred_at of any event of the run: a run that stays quiet too long is
+    # shown as abandoned.
+    last_event_at: Mapped[datetime | None]
     # Kept by the consumer: each event is stored exactly once, so counting inserts is exact
     # and a list of runs needs no count over 50,000 log records.
     artifact_count: Mapped[int] = mapped_column(Integer, server_default="0")
@@ -110,6 +121,8 @@ class RunStep(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(Text)
+    # Why a skipped step did not run (an earlier step failed).
+    skipped_reason: Mapped[str | None] = mapped_column(Text)
     artifact_count: Mapped[int] = mapped_column(Integer, server_default="0")
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 
