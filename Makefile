@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[all,dev]'
 	touch $(STAMP)
 
+# `make run DEMO=0` starts the stack without triggering the demo run.
+DEMO ?= 1
 run: install
-	$(BIN)/ibflow up
+	$(BIN)/ibflow up $(if $(filter 0 no false,$(DEMO)),--no-demo)
 
 # Headless Chromium for the browser tier comes from Debian's package.
 browser:
