@@ -1,4 +1,9 @@
-"""The health vocabulary every service answers `/health` with, and the gateway aggregates."""
+"""The health vocabulary every service answers `/health` with, and the gateway aggregates.
+
+`starting` is a service whose HTTP server is up while its start-up (database schema
+check, topics, broker, consumers) still runs in the background: not broken, not ready.
+It ranks between `degraded` and `unhealthy`: something that is down outweighs it.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-Status = Literal["ok", "degraded", "unhealthy"]
-_RANK: dict[str, int] = {"ok": 0, "degraded": 1, "unhealthy": 2}
+Status = Literal["ok", "degraded", "starting", "unhealthy"]
+_RANK: dict[str, int] = {"ok": 0, "degraded": 1, "starting": 2, "unhealthy": 3}
 
 
 class ComponentHealth(BaseModel):

@@ -71,7 +71,9 @@ def install_error_handlers(app: FastAPI) -> None:
 async def serving(app) -> AsyncIterator[str]:
     """Serve an ASGI app on a free loopback port for the block; yields its base URL.
 
-    For benchmarks and tests that need a real socket, not an in-memory transport.
+    For benchmarks and tests that need a real socket, not an in-memory transport. An
+    ibflow service's start-up runs behind its server: this waits for it to be done
+    too, and raises what made it fail.
     """
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve())
@@ -81,6 +83,8 @@ async def serving(app) -> AsyncIterator[str]:
                 task.result()  # the server failed to start: raise its error
                 raise RuntimeError("the server stopped before it started")
             await asyncio.sleep(0.02)
+        if (startup := getattr(getattr(app, "state", None), "startup", None)) is not None:
+            await startup.wait_ready(timeout=120)
         host, port = server.servers[0].sockets[0].getsockname()[:2]
         yield f"http://{host}:{port}"
     finally:

@@ -13,23 +13,42 @@ from services.artifacts.runtime import start_runtime
 from services.artifacts.settings import ArtifactsSettings
 from shared.http import install_error_handlers
 from shared.json_logging import configure_logging
+from shared.startup import Startup, StartupGate, configuration
 
 
 def create_app(settings: ArtifactsSettings | None = None) -> FastAPI:
-    settings = settings or ArtifactsSettings()
+    """Without `settings` (uvicorn's factory call) this is the service's own process: a
+    start-up that fails for good ends it. With them, `app.state.startup` reports it."""
+    own_process = settings is None
+    with configuration(health.SERVICE, exit_on_error=own_process):
+        settings = settings or ArtifactsSettings()
     configure_logging(health.SERVICE, settings.log_level)
     # Every schema check (start-up, each /health) would log Alembic's context lines.
     logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
+    startup = Startup(health.SERVICE, exit_on_failure=own_process)
+
+    async def start() -> None:
+        # Refuses to start (SchemaMismatchError naming both revisions) unless the
+        # database is at the code's Alembic head.
+        app.state.runtime = await start_runtime(settings, startup)
+        # Stored runs, artifacts and logs are readable while the consumer waits for the broker.
+        startup.open_for_requests()
+        if settings.artifacts_consumer_enabled:
+            await app.state.runtime.start_consuming(startup)
+
+    async def stop() -> None:
+        if app.state.runtime is not None:
+            await app.state.runtime.close()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Refuses to start (SchemaMismatchError naming both revisions) unless the
-        # database is at the code's Alembic head.
-        app.state.runtime = await start_runtime(settings)
+        # HTTP is served once this yields: the slow part runs behind `/health`'s `starting`.
+        startup.begin(start, cleanup=stop)
         try:
             yield
         finally:
-            await app.state.runtime.close()
+            await startup.stop()
+            await stop()
 
     app = FastAPI(
         title="ibflow artifacts",
@@ -37,6 +56,9 @@ def create_app(settings: ArtifactsSettings | None = None) -> FastAPI:
         version="1",
         lifespan=lifespan,
     )
+    app.state.runtime = None
+    app.state.startup = startup
+    app.add_middleware(StartupGate, startup=startup)
     install_error_handlers(app)
     app.include_router(artifacts.router)
     app.include_router(runs.router)

@@ -1,4 +1,4 @@
-"""Everything the service holds while it runs, built once at start-up from settings."""
+"""Everything the service holds while it runs, built by its start-up task from settings."""
 
 from __future__ import annotations
 
@@ -6,18 +6,19 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from faststream.kafka import KafkaBroker
+from aiokafka import AIOKafkaProducer
 from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from services.artifacts.database import check_schema, new_engine, new_sessionmaker
 from services.artifacts.ingest.consumer import BatchConsumer
 from services.artifacts.settings import ArtifactsSettings
 from shared import topics
 from shared.artifact_store import ArtifactStore
-from shared.database import SchemaMismatchError, describe_database, normalize_database_url
-from shared.kafka import ensure_topics, new_broker
+from shared.database import describe_database, normalize_database_url
+from shared.events import DeadLetter
+from shared.kafka import CLIENT_START_TIMEOUT_SECONDS, ensure_topics, start_producer
+from shared.startup import Startup
 
 log = logging.getLogger(__name__)
 CLIENT_ID = "ibflow-artifacts"
@@ -31,81 +32,68 @@ class Runtime:
     sessions: async_sessionmaker
     store: ArtifactStore
     schema_head: str | None
-    broker: KafkaBroker | None = None
+    producer: AIOKafkaProducer | None = None
     consumer: BatchConsumer | None = None
-    consumer_start_error: str | None = None
-    _starting: asyncio.Task | None = None
 
-    def start_consuming(self) -> None:
-        """Start the consumer in the background, retrying until the broker answers:
-        stored runs and artifacts stay readable while Kafka is away."""
-        self._starting = asyncio.create_task(self._start_consuming(), name="artifacts-consumer-start")
-
-    async def _start_consuming(self) -> None:
-        def note(state: RetryCallState) -> None:
-            exc = state.outcome.exception() if state.outcome else None
-            self.consumer_start_error = f"{type(exc).__name__}: {exc}"
-            log.warning("consumer not started yet, retrying: %s", self.consumer_start_error)
-
-        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.5, max=30.0), before_sleep=note):
-            with attempt:
-                await self._connect()
-        self.consumer_start_error = None
+    async def start_consuming(self, startup: Startup) -> None:
+        """Topics, the dead-letter producer, then the consumer. Stored runs and artifacts
+        are served meanwhile; an unreachable broker is waited out, a refused idempotent
+        producer (`IdempotenceRefused`) fails the start-up."""
+        servers = self.settings.kafka_bootstrap_servers
+        await startup.retrying(f"waiting for the broker at {servers}", lambda: ensure_topics(self.settings))
+        await startup.retrying(f"starting the consumer on the broker at {servers}", self._connect)
 
     async def _connect(self) -> None:
         settings = self.settings
-        await ensure_topics(settings)
-        broker = new_broker(settings, client_id=CLIENT_ID)
+        producer = await start_producer(settings, client_id=CLIENT_ID)
+
+        async def publish_dead_letter(letter: DeadLetter, key: bytes | None) -> None:
+            await producer.send_and_wait(topics.DEADLETTER, letter.to_bytes(), key=key)
+
+        consumer = BatchConsumer(
+            kafka=settings,
+            session_factory=self.sessions,
+            publish_dead_letter=publish_dead_letter,
+            group_id=settings.artifacts_consumer_group_id,
+            max_records=settings.artifacts_batch_max_records,
+            batch_timeout_ms=settings.artifacts_batch_timeout_ms,
+            db_retry_seconds=settings.artifacts_db_retry_seconds,
+            client_id=CLIENT_ID,
+        )
         try:
-            await broker.start()
-
-            async def publish_dead_letter(letter, key: bytes | None) -> None:
-                await broker.publish(letter.to_bytes(), topic=topics.DEADLETTER, key=key)
-
-            consumer = BatchConsumer(
-                kafka=settings,
-                session_factory=self.sessions,
-                publish_dead_letter=publish_dead_letter,
-                group_id=settings.artifacts_consumer_group_id,
-                max_records=settings.artifacts_batch_max_records,
-                batch_timeout_ms=settings.artifacts_batch_timeout_ms,
-                db_retry_seconds=settings.artifacts_db_retry_seconds,
-                client_id=CLIENT_ID,
-            )
-            await consumer.start()
+            # A group join takes about half the session timeout: bound it well above that.
+            async with asyncio.timeout(CLIENT_START_TIMEOUT_SECONDS + settings.kafka_session_timeout_ms / 1000):
+                await consumer.start()  # stops its client itself when the start fails
         except BaseException:
-            await broker.stop()
+            await producer.stop()
             raise
-        self.broker, self.consumer = broker, consumer
+        self.producer, self.consumer = producer, consumer
 
     async def close(self) -> None:
-        if self._starting is not None:
-            self._starting.cancel()
-            await asyncio.gather(self._starting, return_exceptions=True)
+        """Stops whatever was started; safe to call again."""
         if self.consumer is not None:
             await self.consumer.stop()
-        if self.broker is not None:
-            await self.broker.stop()
+            self.consumer = None
+        if self.producer is not None:
+            await self.producer.stop()
+            self.producer = None
         await self.engine.dispose()
 
 
-async def start_runtime(settings: ArtifactsSettings) -> Runtime:
-    """Connect and refuse a schema that is not at head; then start consuming."""
+async def start_runtime(settings: ArtifactsSettings, startup: Startup) -> Runtime:
+    """Connect and refuse a schema that is not at head (`SchemaMismatchError`, naming
+    both revisions); a database that is not reachable yet is waited out."""
     url = normalize_database_url(settings.database_url.get_secret_value())
     store = ArtifactStore.from_url(settings.artifact_store_url)
     engine = new_engine(url, timeout_seconds=settings.artifacts_db_timeout_seconds)
     try:
-        _, head = await check_schema(engine, url)
-    except SchemaMismatchError as exc:
-        log.error("refusing to start: %s", exc, extra=describe_database(url))
+        _, head = await startup.retrying(
+            f"database schema check at {describe_database(url)['url']}", lambda: check_schema(engine, url)
+        )
+    except BaseException:
         await engine.dispose()
         raise
-    except Exception as exc:
-        where = describe_database(url)["url"]
-        log.error("refusing to start: cannot read the schema revision at %s: %s", where, exc)
-        await engine.dispose()
-        raise
-    runtime = Runtime(
+    return Runtime(
         settings=settings,
         database_url=url,
         engine=engine,
@@ -113,6 +101,3 @@ async def start_runtime(settings: ArtifactsSettings) -> Runtime:
         store=store,
         schema_head=head,
     )
-    if settings.artifacts_consumer_enabled:
-        runtime.start_consuming()
-    return runtime

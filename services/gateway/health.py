@@ -10,6 +10,9 @@ How components weigh on the overall status:
   runs and logs cannot be read or recorded, so the system is `unhealthy`.
 - `scheduler`, `signals` and `ibkr` make the system at worst `degraded`: no new runs,
   or runs without market data, but everything stored stays readable.
+- A service that answers `starting` (its start-up still runs, see `shared/startup.py`)
+  makes the system `starting`, unless something is down: it is not broken, only not
+  ready yet. Its start-up reason stands in for the components it cannot report yet.
 """
 
 from __future__ import annotations
@@ -97,6 +100,13 @@ def _service(report: HealthReport | str, url: str) -> ComponentHealth:
 def _database(answered: dict[str, HealthReport], users: list[str]) -> ComponentHealth:
     seen = {name: answered[name].components["database"] for name in users
             if name in answered and "database" in answered[name].components}
+    starting = {name: _startup_reason(answered[name]) for name in users
+                if name in answered and answered[name].status == "starting"}
+    if not seen and starting:
+        return ComponentHealth(
+            status="starting", detail={"state": "starting"},
+            error="; ".join(f"{name} is starting: {reason}" for name, reason in starting.items()),
+        )
     if not seen:
         return ComponentHealth(
             status="degraded", detail={"state": "unknown"},
@@ -129,11 +139,19 @@ def _ibkr(report: HealthReport | str) -> ComponentHealth:
         return ComponentHealth(status="degraded", detail={"state": "unknown"},
                                error=f"the signals service is not answering: {report}")
     ibkr = report.components.get("ibkr")
+    if ibkr is None and report.status == "starting":
+        return ComponentHealth(status="starting", detail={"state": "starting"},
+                               error=f"the signals service is starting: {_startup_reason(report)}")
     if ibkr is None:
         return ComponentHealth(status="degraded", detail={"state": "unknown"},
                                error="the signals service reports nothing about IBKR")
     # IBKR trouble never makes the system unhealthy: stored artifacts stay readable.
     return ibkr.model_copy(update={"status": _capped(ibkr.status)})
+
+
+def _startup_reason(report: HealthReport) -> str:
+    startup = report.components.get("startup")
+    return (startup.error if startup else None) or "starting"
 
 
 def _capped(status: Status) -> Status:

@@ -17,7 +17,6 @@ from services.scheduler import trading_calendar
 
 from services.scheduler.api import build_router
 from services.scheduler.clock import Clock, SystemClock
-from services.scheduler.cron import ScheduleError
 from services.scheduler.health import SERVICE, scheduler_health
 from services.scheduler.migrate import scheduler_alembic_config
 from services.scheduler.outbox import RunRequestOutbox
@@ -28,21 +27,27 @@ from services.scheduler.runtime import SchedulerRuntime
 from services.scheduler.schedules import seed_default_schedule
 from services.scheduler.scheduling_loop import SchedulingLoop
 from services.scheduler.settings import SchedulerSettings
-from shared.database import SchemaMismatchError, normalize_database_url, require_schema_at_head
+from shared.database import describe_database, normalize_database_url, require_schema_at_head
 from shared.health import HealthReport
 from shared.http import bearer_auth, error_body, install_error_handlers
-from shared.kafka import ensure_topics, new_broker
+from shared.kafka import ensure_topics, new_broker, start_broker
+from shared.startup import Startup, StartupGate, configuration
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: SchedulerSettings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    settings = settings or SchedulerSettings()
+    """Without `settings` (uvicorn's factory call) this is the service's own process: a
+    start-up that fails for good ends it. With them, `app.state.startup` reports it."""
+    own_process = settings is None
+    with configuration(SERVICE, exit_on_error=own_process):
+        settings = settings or SchedulerSettings()
+        database_url = normalize_database_url(settings.database_url.get_secret_value())
     clock = clock or SystemClock()
-    database_url = normalize_database_url(settings.database_url.get_secret_value())
     engine = create_async_engine(database_url, pool_pre_ping=True)
     sessions = async_sessionmaker(engine, expire_on_commit=False)
-    broker = new_broker(settings, client_id=f"ibflow-scheduler-{settings.scheduler_instance_id}")
+    client_id = f"ibflow-scheduler-{settings.scheduler_instance_id}"
+    broker = new_broker(settings, client_id=client_id)
     outbox = RunRequestOutbox(
         sessions, KafkaRunPublisher(broker), clock,
         instance_id=settings.scheduler_instance_id,
@@ -61,13 +66,16 @@ def create_app(settings: SchedulerSettings | None = None, *, clock: Clock | None
         alembic=scheduler_alembic_config(database_url), clock=clock, broker=broker, outbox=outbox, loop=loop,
     )
     subscribe_run_events(broker, settings, sessions, clock)
+    startup = Startup(SERVICE, exit_on_failure=own_process)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # HTTP is served once this yields: the slow part runs behind `/health`'s `starting`.
+        startup.begin(lambda: _start(runtime, startup, client_id), cleanup=lambda: _stop(runtime))
         try:
-            await _start(runtime)
             yield
         finally:
+            await startup.stop()
             await _stop(runtime)
 
     app = FastAPI(
@@ -76,6 +84,8 @@ def create_app(settings: SchedulerSettings | None = None, *, clock: Clock | None
         lifespan=lifespan,
     )
     app.state.runtime = runtime
+    app.state.startup = startup
+    app.add_middleware(StartupGate, startup=startup)
     install_error_handlers(app)
 
     @app.exception_handler(SQLAlchemyError)
@@ -86,31 +96,37 @@ def create_app(settings: SchedulerSettings | None = None, *, clock: Clock | None
 
     app.include_router(build_router(bearer_auth(settings.ibflow_api_token)))
 
-    @app.get("/health", response_model=HealthReport, tags=["health"])
-    async def health() -> HealthReport:
+    @app.get("/health", response_model=HealthReport, tags=["health"], responses={503: {"model": HealthReport}})
+    async def health() -> HealthReport | JSONResponse:
+        if not startup.ready:
+            return startup.health_response()
         return await scheduler_health(runtime)
 
     return app
 
 
-async def _start(runtime: SchedulerRuntime) -> None:
+async def _start(runtime: SchedulerRuntime, startup: Startup, client_id: str) -> None:
+    """Outages of the database or the broker are waited out; a schema that is not at
+    head (SchemaMismatchError) or an unusable seed (ScheduleError) fails for good."""
     settings = runtime.settings
-    try:
-        current, head = await require_schema_at_head(runtime.engine, runtime.alembic, VERSION_TABLE)
-    except SchemaMismatchError as exc:
-        log.error("refusing to start: %s", exc, extra={"database": runtime.database_url.render_as_string()})
-        raise
+    database = describe_database(runtime.database_url)["url"]
+    current, head = await startup.retrying(
+        f"database schema check at {database}",
+        lambda: require_schema_at_head(runtime.engine, runtime.alembic, VERSION_TABLE),
+    )
     log.info("database schema at head", extra={"revision": current, "head": head})
-    try:
-        await seed_default_schedule(
+    await startup.retrying(
+        "seeding the default schedule",
+        lambda: seed_default_schedule(
             runtime.sessions, cron=settings.workflow_schedule, timezone=settings.workflow_timezone,
             symbols=settings.watchlist_symbols(), now=runtime.clock.now(),
-        )
-    except ScheduleError as exc:
-        log.error("refusing to start: %s", exc)
-        raise
-    await ensure_topics(settings)
-    await runtime.broker.start()
+        ),
+    )
+    servers = settings.kafka_bootstrap_servers
+    await startup.retrying(f"waiting for the broker at {servers}", lambda: ensure_topics(settings))
+    await startup.retrying(f"starting the producer and consumer on the broker at {servers}",
+                           lambda: start_broker(runtime.broker, settings, client_id=client_id))
+    startup.step("loading the trading calendar")
     # building an exchange calendar takes a moment: not on the event loop's time
     await asyncio.to_thread(
         trading_calendar.is_trading_day, trading_calendar.DEFAULT_CALENDAR, runtime.clock.now().date()
@@ -119,9 +135,11 @@ async def _start(runtime: SchedulerRuntime) -> None:
 
 
 async def _stop(runtime: SchedulerRuntime) -> None:
+    """Stops whatever the start-up got to; safe to call again."""
     if runtime.loop_task is not None:
         runtime.loop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await runtime.loop_task
+        runtime.loop_task = None
     await runtime.broker.stop()
     await runtime.engine.dispose()

@@ -33,8 +33,10 @@ from shared.events import (
 from shared.health import HealthReport
 from shared.http import install_error_handlers
 from shared.json_logging import configure_logging
-from shared.kafka import consumer_options, ensure_topics, new_broker
+from shared.kafka import consumer_options, ensure_topics, new_broker, start_broker
+from shared.startup import Startup, StartupGate, configuration
 
+CLIENT_ID = "ibflow-signals"
 OUTPUT_TOPICS = {
     topics.RUNS_EVENTS: "Run and step lifecycle: run.started/succeeded/failed, step.started/succeeded/failed.",
     topics.ARTIFACTS: "artifact.created: one per artifact of a step (inline JSON or a content-store uri).",
@@ -91,10 +93,14 @@ def subscribe_run_requests(broker: KafkaBroker, settings: SignalsSettings, handl
 
 
 def create_app(settings: SignalsSettings | None = None) -> FastAPI:
-    settings = settings or SignalsSettings()
+    """Without `settings` (uvicorn's factory call) this is the service's own process: a
+    start-up that fails for good ends it. With them, `app.state.startup` reports it."""
+    own_process = settings is None
+    with configuration(SERVICE, exit_on_error=own_process):
+        settings = settings or SignalsSettings()
+        provider: MarketDataProvider = build_provider(settings)
+        store = ArtifactStore.from_url(settings.artifact_store_url)
     configure_logging(SERVICE, settings.log_level)
-    provider: MarketDataProvider = build_provider(settings)
-    store = ArtifactStore.from_url(settings.artifact_store_url)
     resources = RunResources(
         provider=provider,
         store=store,
@@ -106,7 +112,7 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
             settings.artifacts_url, timeout=settings.artifacts_timeout_seconds
         ),
     )
-    broker = new_broker(settings, client_id="ibflow-signals")
+    broker = new_broker(settings, client_id=CLIENT_ID)
     publisher = KafkaEventPublisher(broker)
     handler = RunRequestHandler(
         workflows=WORKFLOWS, resources=resources, publish=publisher, publish_dead_letter=publisher.dead_letter,
@@ -114,26 +120,46 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
         max_attempts=settings.consumer_max_attempts,
     )
     subscribe_run_requests(broker, settings, handler)
+    startup = Startup(SERVICE, exit_on_failure=own_process)
+    provider_started = False
+
+    async def start() -> None:
+        """An unreachable broker is waited out; a refused idempotent producer fails for
+        good. An unreachable IB gateway does not hold the start-up: `ibkr` says so."""
+        nonlocal provider_started
+        servers = settings.kafka_bootstrap_servers
+        await startup.retrying(f"waiting for the broker at {servers}", lambda: ensure_topics(settings))
+        startup.step(f"starting the {provider.name} market data provider")
+        await provider.start()
+        provider_started = True
+        await startup.retrying(f"starting the producer and consumer on the broker at {servers}",
+                               lambda: start_broker(broker, settings, client_id=CLIENT_ID))
+
+    async def stop() -> None:
+        nonlocal provider_started
+        await broker.stop()
+        if provider_started:
+            provider_started = False
+            await provider.stop()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await ensure_topics(settings)
-        await provider.start()
+        # HTTP is served once this yields: the slow part runs behind `/health`'s `starting`.
+        startup.begin(start, cleanup=stop)
         try:
-            await broker.start()
-            try:
-                yield
-            finally:
-                await broker.stop()
+            yield
         finally:
-            await provider.stop()
+            await startup.stop()
+            await stop()
 
     app = FastAPI(
         title="ibflow signals",
         description="Runs ibkr_trading_signal_workflow for each RunRequested and publishes its events.",
         lifespan=lifespan,
     )
+    app.add_middleware(StartupGate, startup=startup)
     install_error_handlers(app)
+    app.state.startup = startup
     app.state.settings = settings
     app.state.broker = broker
     app.state.provider = provider
@@ -141,6 +167,8 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
 
     @app.get("/health", response_model=HealthReport, responses={503: {"model": HealthReport}})
     async def health() -> JSONResponse:
+        if not startup.ready:
+            return startup.health_response()
         report = await health_report(settings, provider, store)
         return JSONResponse(report.model_dump(mode="json"), status_code=503 if report.status == "unhealthy" else 200)
 

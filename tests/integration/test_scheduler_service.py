@@ -23,6 +23,7 @@ from services.scheduler.settings import SchedulerSettings
 from shared import topics
 from shared.database import normalize_database_url
 from shared.events import RunStarted, RunSucceeded
+from shared.startup import running
 from tests.support import json_value
 
 pytestmark = pytest.mark.integration
@@ -73,8 +74,8 @@ async def database_url(new_database) -> str:
 async def replicas(database_url, kafka_env, clock):
     first = create_app(settings_for(database_url, kafka_env, "replica-a"), clock=clock)
     second = create_app(settings_for(database_url, kafka_env, "replica-b"), clock=clock)
-    async with first.router.lifespan_context(first):
-        async with second.router.lifespan_context(second):
+    async with running(first):
+        async with running(second):
             yield first, second
         await sole_member_again(first)
 

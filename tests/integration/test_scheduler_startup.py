@@ -3,6 +3,7 @@ at head (naming both revisions), and the default schedule seeded on first start 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from services.scheduler.rows import VERSION_TABLE, Base
 from services.scheduler.cron import ScheduleError
 from services.scheduler.settings import SchedulerSettings
 from shared.database import SchemaMismatchError, normalize_database_url
+from shared.startup import running
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +91,7 @@ async def test_migrate_leaves_another_service_s_tables_alone(new_database):
 async def test_the_service_refuses_an_empty_database(new_database, kafka_env):
     app = create_app(settings_for(new_database("scheduler_empty"), kafka_env))
     with pytest.raises(SchemaMismatchError, match=f"at revision <none> but this code needs {HEAD}"):
-        async with app.router.lifespan_context(app):
+        async with running(app):
             pass
 
 
@@ -108,7 +110,7 @@ async def stamped(new_database, revision: str) -> str:
 async def test_the_service_refuses_a_database_at_another_revision(new_database, kafka_env):
     app = create_app(settings_for(await stamped(new_database, "sched_0000_older"), kafka_env))
     with pytest.raises(SchemaMismatchError, match=f"at revision sched_0000_older but this code needs {HEAD}"):
-        async with app.router.lifespan_context(app):
+        async with running(app):
             pass
 
 
@@ -121,23 +123,32 @@ async def test_the_service_process_exits_with_a_message_naming_both_revisions(ne
         cwd=tmp_path, env=env | {"PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=60,
     )
     output = result.stdout + result.stderr
-    assert result.returncode != 0
+    assert result.returncode == 3  # what uvicorn answers a failed start-up with
     assert f"database schema is at revision sched_9999_newer but this code needs {HEAD}" in output
-    assert "Application startup failed" in output
+    assert "scheduler cannot start" in output
 
 
 async def test_health_of_an_unreachable_database_says_so_and_masks_the_password(kafka_env):
     app = create_app(settings_for("postgresql://ibflow:s3cret-pw@127.0.0.1:1/scheduler", kafka_env))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scheduler") as client:
-        response = await client.get("/health")
+    # the start-up waits for the database as long as the lifespan lasts
+    async with app.router.lifespan_context(app):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scheduler") as client:
+            for _ in range(300):
+                response = await client.get("/health")
+                if response.json()["components"]["startup"]["detail"]["last_error"]:
+                    break
+                await asyncio.sleep(0.1)
+            api = await client.get("/api/workflows")
     body = response.json()
-    database = body["components"]["database"]
-    assert body["status"] == "unhealthy" and database["status"] == "unhealthy"
-    assert "database unreachable" in database["error"]
-    assert (database["detail"]["host"], database["detail"]["port"]) == ("127.0.0.1", 1)
-    assert database["detail"]["database"] == "scheduler" and database["detail"]["head"] == HEAD
+    startup = body["components"]["startup"]
+    assert response.status_code == 503 and body["status"] == "starting"
+    assert startup["detail"]["reason"] == "database schema check at postgresql+asyncpg://ibflow:***@127.0.0.1:1/scheduler"
+    assert "ConnectionRefusedError" in startup["detail"]["last_error"]
     assert "s3cret-pw" not in response.text
-    assert body["components"]["loop"]["status"] == "unhealthy"  # never started
+    # the API says why instead of waiting on a pool that cannot connect
+    assert api.status_code == 503
+    assert api.json()["error"].startswith("the scheduler service is starting: database schema check at")
+    assert "s3cret-pw" not in api.text
 
 
 async def schedule_of(app) -> dict:
@@ -152,13 +163,13 @@ async def test_the_environment_seeds_the_schedule_on_first_start_only(new_databa
     await migrate(url)
     first = create_app(settings_for(url, kafka_env, workflow_schedule="15 16 * * 1-5",
                                     workflow_timezone="Europe/London", watchlist="IBM, aapl"))
-    async with first.router.lifespan_context(first):
+    async with running(first):
         seeded = await schedule_of(first)
     assert (seeded["cron"], seeded["timezone"]) == ("15 16 * * 1-5", "Europe/London")
     assert seeded["default_params"] == {"symbols": ["IBM", "AAPL"]}
 
     again = create_app(settings_for(url, kafka_env, workflow_schedule="0 8 * * *", workflow_timezone="Asia/Tokyo"))
-    async with again.router.lifespan_context(again):
+    async with running(again):
         assert await schedule_of(again) == seeded  # the database is the source of truth now
 
 
@@ -175,5 +186,5 @@ async def test_an_unusable_seed_refuses_to_start_with_a_clear_message(new_databa
     await migrate(url)
     app = create_app(settings_for(url, kafka_env, **env))
     with pytest.raises(ScheduleError, match=f"cannot seed the default schedule from WORKFLOW_SCHEDULE.*{message}"):
-        async with app.router.lifespan_context(app):
+        async with running(app):
             pass

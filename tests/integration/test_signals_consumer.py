@@ -20,6 +20,7 @@ from services.signals.settings import SignalsSettings
 from shared import topics
 from shared.events import DeadLetter, RunParams, RunRequested, decode_event
 from shared.kafka import ensure_topics
+from shared.startup import running
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,7 @@ async def service(kafka_env, kafka_bootstrap, tmp_path_factory):
     await ensure_topics(settings)
     await skip_earlier_requests(kafka_bootstrap, settings.signals_consumer_group_id)
     app = create_app(settings)
-    async with app.router.lifespan_context(app):
+    async with running(app):
         yield app
 
 

@@ -1,14 +1,14 @@
 """`/health`: which database this service really reads (password masked) and at which
-schema revision, whether the consumer keeps up, and whether the broker answers."""
+schema revision, whether the consumer keeps up, and whether the broker answers; until
+its start-up is done, `starting` and what it waits for."""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from services.artifacts.api.deps import RuntimeDep
 from services.artifacts.database import VERSION_TABLE
 from services.artifacts.ingest.consumer import CONSUMED_TOPICS
 from services.artifacts.runtime import Runtime
@@ -21,7 +21,11 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthReport, responses={503: {"model": HealthReport}})
-async def health(runtime: RuntimeDep) -> JSONResponse:
+async def health(request: Request) -> JSONResponse:
+    startup = request.app.state.startup
+    if not startup.ready:
+        return startup.health_response()
+    runtime: Runtime = request.app.state.runtime
     consuming = runtime.settings.artifacts_consumer_enabled
     checks = {"database": database_health(runtime), "artifact_store": store_health(runtime)}
     if consuming:
@@ -62,7 +66,7 @@ def consumer_health(runtime: Runtime) -> ComponentHealth:
         return ComponentHealth(
             status="unhealthy",
             detail={"running": False, "group_id": runtime.settings.artifacts_consumer_group_id},
-            error=f"the consumer has not started yet: {runtime.consumer_start_error or 'starting'}",
+            error="the consumer has stopped",
         )
     stats = consumer.stats
     detail = {
