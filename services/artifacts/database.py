@@ -8,6 +8,7 @@ from alembic.config import Config
 from sqlalchemy import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
+from shared import bounded_json
 from shared.database import alembic_config, require_schema_at_head
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -27,6 +28,9 @@ def new_engine(url: URL, *, timeout_seconds: float = 5.0, pool_size: int = 5) ->
         pool_pre_ping=True,
         # Bounded connect so /health and start-up answer quickly when the server is gone.
         connect_args={"timeout": timeout_seconds},
+        # Rows stored before the event bounds may hold JSON that json.loads cannot read
+        # (5,000 levels, 5,000-digit numbers): read under the same rule as the API serves.
+        json_deserializer=bounded_json.loads,
     )
 
 

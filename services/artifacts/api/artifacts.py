@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -18,6 +17,7 @@ from services.artifacts.api.cursors import decode_cursor, encode_cursor
 from services.artifacts.api.deps import RuntimeDep, SessionDep
 from services.artifacts.db.models import Artifact
 from services.artifacts.queries.artifacts import ArtifactFilters, get_artifact, list_artifacts, list_by_execution
+from shared import bounded_json
 from shared.artifact_store import (
     BlobNotFoundError,
     ContentMismatchError,
@@ -145,11 +145,13 @@ async def _verified_chunks(blob, sha256: str) -> AsyncIterator[bytes]:
 
 
 def _inline_bytes(artifact: Artifact) -> bytes:
+    """The inline payload as JSON text, under the rule every response keeps (see
+    `mapping.stored_json`): a row stored before the event bounds is served, not refused."""
     is_json = artifact.media_type.split(";")[0].strip().lower().endswith(("/json", "+json"))
     if isinstance(artifact.payload, str) and not is_json:
         # A text payload (CSV, Markdown, SVG...) is sent as the text itself.
-        return artifact.payload.encode()
-    return json.dumps(artifact.payload, ensure_ascii=False).encode()
+        return bounded_json.clean_text(artifact.payload).encode()
+    return bounded_json.dumps(artifact.payload).encode()
 
 
 def _safe_filename(name: str) -> str:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from services.artifacts.api import schemas
 from services.artifacts.db.models import Artifact, LogRecord, Run, RunStep
 from services.artifacts.queries.artifacts import ExecutionGroup
 from services.artifacts.queries.runs import RAN_STEP_STATUSES, abandoned_since
 from services.artifacts.signals_diff import SignalChange
+from shared import bounded_json
 
 
 def utc(value: datetime | None) -> datetime | None:
@@ -17,6 +19,22 @@ def utc(value: datetime | None) -> datetime | None:
 
 def content_url(artifact_id) -> str:
     return f"/api/artifacts/{artifact_id}/content"
+
+
+def stored_json(value: Any) -> Any:
+    """A stored JSON value as served: any row, even one written before the event bounds
+    existed, under shared.bounded_json's rule (deeper than 32 levels becomes "…", integers
+    beyond ±(2**53 - 1) their decimal text), so no response can fail to serialize."""
+    return bounded_json.bounded(value)
+
+
+def stored_object(value: Any) -> dict[str, Any]:
+    """A stored JSON object as served; a row holding anything else (written by hand) is
+    served as `{"value": <it>}` rather than refused."""
+    value = stored_json(value)
+    if value is None:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
 
 
 def artifact_summary(row: Artifact, has_inline_payload: bool) -> schemas.ArtifactSummary:
@@ -33,7 +51,7 @@ def artifact_summary(row: Artifact, has_inline_payload: bool) -> schemas.Artifac
         task_id=row.task_id,
         created_at=utc(row.created_at),
         stored_at=utc(row.stored_at),
-        metadata=row.metadata_,
+        metadata=stored_object(row.metadata_),
         uri=row.uri,
         size_bytes=row.size_bytes,
         sha256=row.sha256,
@@ -44,7 +62,7 @@ def artifact_summary(row: Artifact, has_inline_payload: bool) -> schemas.Artifac
 
 def artifact_detail(row: Artifact) -> schemas.Artifact:
     summary = artifact_summary(row, has_inline_payload=row.payload is not None)
-    return schemas.Artifact(**summary.model_dump(), payload=row.payload)
+    return schemas.Artifact(**summary.model_dump(), payload=stored_json(row.payload))
 
 
 def execution_group(group: ExecutionGroup) -> schemas.ExecutionArtifacts:
@@ -96,7 +114,7 @@ def run_summary(
         workflow_id=row.workflow_id,
         status=status,
         trigger=row.trigger,
-        params=row.params,
+        params=stored_object(row.params),
         requested_at=utc(row.requested_at),
         started_at=utc(row.started_at),
         finished_at=utc(row.finished_at),
@@ -142,7 +160,7 @@ def log_record(row: LogRecord) -> schemas.LogRecordOut:
         step_name=row.step_name,
         message=row.message,
         logger=row.logger,
-        fields=row.fields,
+        fields=stored_object(row.fields),
     )
 
 
