@@ -95,7 +95,7 @@ class Service:
 
 
 def run_status(events: list) -> str:
-    [terminal] = [e for e in events if e.event_type in {"run.succeeded", "run.failed"}]
+    [terminal] = [e for e in events if e.event_type in {"run.succeeded", "run.partial", "run.failed"}]
     return terminal.event_type
 
 
@@ -255,9 +255,13 @@ async def test_a_silent_gateway_fails_the_run_within_the_request_timeout(service
 @with_faults(unknown_symbols=frozenset({"MSFT"}))
 async def test_an_unknown_contract_200_is_recorded_and_the_other_symbols_run(service, provider_logs):
     outcome, events = await service.run(["AAPL", "MSFT", "IBM"])
-    assert outcome.status == "succeeded", outcome.error
+    assert outcome.status == "partial", outcome.error
+    assert run_status(events) == "run.partial"
     assert outcome.summary["symbols"] == ["AAPL", "IBM"]
     assert "(code 200)" in outcome.summary["failed_symbols"]["MSFT"]
+    [failed] = outcome.failed_items
+    assert (failed.item, failed.step, failed.code) == ("MSFT", "fetch_market_data", 200)
+    assert failed.reason.startswith("no security definition")
     record = fetch_warning(events, "MSFT")
     assert (record.fields["code"], record.fields["stage"]) == (200, "qualify")
     assert record.fields["meaning"].startswith("no security definition")

@@ -177,6 +177,7 @@ async def test_a_failing_run_is_published_as_failed_with_an_error_log(three_requ
         ("run.started", None),
         ("step.started", "fetch_market_data"),
         ("step.failed", "fetch_market_data"),
+        *[("step.skipped", step) for step in STEPS[1:]],
         ("run.failed", None),
     ]
     errors = [e for e in events if e.event_type == "log.record" and e.level == "ERROR"]

@@ -146,8 +146,11 @@ async def test_a_step_that_raises_fails_the_step_and_the_run_with_an_error_log(r
         ("step.succeeded", "first"),
         ("step.started", "broken"),
         ("step.failed", "broken"),
+        ("step.skipped", "after"),
         ("run.failed", None),
     ]
+    skipped = next(e for e in recorder.events if e.event_type == "step.skipped")
+    assert skipped.reason == outcome.error
     step_failed = next(e for e in recorder.events if e.event_type == "step.failed")
     assert step_failed.error == "ValueError: the bars are upside down" and step_failed.attempt == 1
     assert recorder.events[-1].error == outcome.error

@@ -105,16 +105,22 @@ async def run(store):
     return outcome, recorder, previous
 
 
-def test_the_run_succeeds_through_its_four_steps(run):
+def test_the_run_goes_through_its_four_steps_and_is_partial_for_the_unknown_symbol(run):
     outcome, recorder, _ = run
-    assert outcome.status == "succeeded", outcome.error
+    assert outcome.status == "partial", outcome.error
     lifecycle = [(e.event_type, e.step_name) for e in recorder.events if e.topic == "ibflow.runs.events"]
     expected = [("run.started", None)]
     for step in STEPS:
         expected += [("step.started", step), ("step.succeeded", step)]
-    assert lifecycle == expected + [("run.succeeded", None)]
+    assert lifecycle == expected + [("run.partial", None)]
     assert outcome.summary["signals"].keys() == {"AAPL", "IBM"}
-    assert outcome.summary["failed_symbols"] == {"XYZ": "unknown symbol: the sample file has AAPL, FB, GOOG, IBM, MSFT"}
+    reason = "unknown symbol: the sample file has AAPL, FB, GOOG, IBM, MSFT"
+    assert outcome.summary["failed_symbols"] == {"XYZ": reason}
+    [partial] = [e for e in recorder.events if e.event_type == "run.partial"]
+    assert [f.model_dump() for f in partial.failed_items] == [
+        {"item": "XYZ", "step": "fetch_market_data", "reason": reason, "code": None}
+    ]
+    assert partial.summary == outcome.summary
 
 
 def test_each_step_leaves_its_artifacts_naming_the_run(run):
@@ -209,8 +215,10 @@ def test_one_signal_event_per_symbol_matching_the_signals_artifact(run):
 
 def test_a_symbol_that_cannot_be_fetched_is_a_warning_naming_why(run):
     _, recorder, _ = run
-    (warning,) = [e for e in recorder.of_type("log.record") if e.level == "WARNING" and "XYZ" in e.message]
-    assert warning.step_name == "fetch_market_data"
+    (warning,) = [
+        e for e in recorder.of_type("log.record")
+        if e.level == "WARNING" and "XYZ" in e.message and e.step_name == "fetch_market_data"
+    ]
     assert warning.fields["symbol"] == "XYZ" and warning.fields["stage"] == "qualify"
     assert "unknown symbol" in warning.fields["meaning"] and "code" in warning.fields
 
@@ -244,8 +252,18 @@ async def test_no_symbol_with_data_fails_the_fetch_step(store):
     outcome = await run_workflow(WORKFLOW, run_request(["XYZ", "QQQ"], "exec-wf-3"), resources, recorder)
     assert outcome.status == "failed" and outcome.failed_step == "fetch_market_data"
     assert "no market data for any symbol" in outcome.error
-    assert [e.event_type for e in recorder.events if e.topic == "ibflow.runs.events"] == [
-        "run.started", "step.started", "step.failed", "run.failed"
+    assert [(e.event_type, e.step_name) for e in recorder.events if e.topic == "ibflow.runs.events"] == [
+        ("run.started", None),
+        ("step.started", "fetch_market_data"),
+        ("step.failed", "fetch_market_data"),
+        *[("step.skipped", step) for step in STEPS[1:]],
+        ("run.failed", None),
+    ]
+    skipped = recorder.of_type("step.skipped")
+    assert {e.reason for e in skipped} == {outcome.error}
+    [failed] = recorder.of_type("run.failed")
+    assert [(f.item, f.step) for f in failed.failed_items] == [
+        ("XYZ", "fetch_market_data"), ("QQQ", "fetch_market_data")
     ]
     (error,) = [e for e in recorder.of_type("log.record") if e.level == "ERROR"]
     assert error.fields["error_type"] == "NoMarketDataError"
@@ -296,12 +314,12 @@ async def test_a_provider_bug_fails_the_step_with_its_error(store):
     assert outcome.status == "failed" and outcome.error == "step fetch_market_data failed: KeyError: 'reqHistoricalData'"
 
 
-async def test_a_fetch_error_code_is_logged_and_the_run_goes_on_with_the_others(store):
+async def test_a_fetch_error_code_is_logged_and_the_run_goes_on_with_the_others_to_a_partial_end(store):
     recorder = Recorder()
     resources = resources_with(HalfBrokenProvider(await started_provider()), store, PreviousRun(None))
     outcome = await run_workflow(WORKFLOW, run_request(["AAPL", "IBM"], "exec-wf-5"), resources, recorder)
-    assert outcome.status == "succeeded", outcome.error
-    (warning,) = [e for e in recorder.of_type("log.record") if e.level == "WARNING"]
+    assert outcome.status == "partial", outcome.error
+    (warning,) = [e for e in recorder.of_type("log.record") if e.level == "WARNING" and e.step_name]
     assert warning.fields == {
         "symbol": "AAPL",
         "stage": "daily_bars",
@@ -311,6 +329,10 @@ async def test_a_fetch_error_code_is_logged_and_the_run_goes_on_with_the_others(
     }
     assert warning.message == "AAPL skipped: historical data pacing violation (code 162)"
     assert [s.symbol for s in recorder.of_type("signal.generated")] == ["IBM"]
-    assert json.loads(recorder.of_type("run.succeeded")[0].model_dump_json())["summary"]["failed_symbols"] == {
-        "AAPL": "historical data pacing violation (code 162)"
-    }
+    partial = json.loads(recorder.of_type("run.partial")[0].model_dump_json())
+    assert partial["summary"]["failed_symbols"] == {"AAPL": "historical data pacing violation (code 162)"}
+    assert partial["failed_items"] == [{
+        "item": "AAPL", "step": "fetch_market_data", "reason": "historical data pacing violation (code 162)", "code": 162
+    }]
+    (run_warning,) = [e for e in recorder.of_type("log.record") if e.level == "WARNING" and e.step_name is None]
+    assert run_warning.message.startswith("run partial: 1 failed item: AAPL (fetch_market_data)")

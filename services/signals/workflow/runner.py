@@ -1,9 +1,11 @@
 """The step runner: ordered steps, each with a timeout, and the lifecycle around them.
 
 A run is `run.started`, then per step `step.started` and `step.succeeded`, then
-`run.succeeded`. A step that raises (or times out) gets an ERROR log record with the
-error type and a traceback summary, `step.failed` and `run.failed`; the steps after it
-do not run. A failed run is an outcome, returned, never raised: the only exceptions
+`run.succeeded`, or `run.partial` with the failed items when a step reported items (a
+symbol) it could not process: a run succeeds only when nothing failed. A step that
+raises (or times out) gets an ERROR log record with the error type and a traceback
+summary, `step.failed`, a `step.skipped` for each step after it (they do not run), and
+`run.failed`. A failed run is an outcome, returned, never raised: the only exceptions
 that leave `run_workflow` are `PublishError` (the broker did not take an event, so the
 request must be delivered again) and cancellation (the service is shutting down).
 """
@@ -20,17 +22,22 @@ from services.signals.market_data.provider import MarketDataProvider
 from services.signals.workflow.artifacts import StepArtifacts
 from services.signals.workflow.emitter import Publish, PublishError, RunEmitter, StepLog, traceback_summary
 from shared.artifact_store import ArtifactStore
+from shared.event_bounds import storable_text
 from shared.events import (
+    FailedItem,
     RunFailed,
+    RunPartiallySucceeded,
     RunRequested,
     RunStarted,
     RunSucceeded,
     StepFailed,
+    StepSkipped,
     StepStarted,
     StepSucceeded,
 )
 
 ATTEMPT = 1  # steps are not retried inside a run; a redelivered request re-runs with the same ids
+MAX_REASON_CHARS = 2000
 
 
 class PreviousSignalsLookup(Protocol):
@@ -67,6 +74,14 @@ class StepContext:
     emitter: RunEmitter
     log: StepLog
     artifacts: StepArtifacts
+    # The run's failed items so far, shared by its steps.
+    failed_items: list[FailedItem] = field(default_factory=list)
+
+    def item_failed(self, item: str, reason: str, *, code: int | None = None) -> None:
+        """`item` (a symbol) could not be processed in this step, and the step goes on
+        without it: the run ends `partial`, with the reason, instead of `succeeded`."""
+        text = storable_text(reason)[:MAX_REASON_CHARS] or "no reason given"
+        self.failed_items.append(FailedItem(item=item, step=self.step_name, reason=text, code=code))
 
 
 StepFunction = Callable[[StepContext, Any], Awaitable[Any]]
@@ -94,10 +109,11 @@ class Workflow:
 @dataclass(frozen=True)
 class RunOutcome:
     execution_id: str
-    status: Literal["succeeded", "failed"]
+    status: Literal["succeeded", "partial", "failed"]
     error: str | None = None
     failed_step: str | None = None
     summary: dict[str, Any] = field(default_factory=dict)
+    failed_items: tuple[FailedItem, ...] = ()
 
 
 def run_symbols(request: RunRequested, watchlist: Sequence[str]) -> tuple[str, ...]:
@@ -131,7 +147,8 @@ async def run_workflow(
     run_started = time.monotonic()
     output: Any = None
     artifact_count = 0
-    for step in workflow.steps:
+    failed_items: list[FailedItem] = []
+    for index, step in enumerate(workflow.steps):
         context = StepContext(
             workflow_id=request.workflow_id,
             execution_id=request.execution_id,
@@ -144,6 +161,7 @@ async def run_workflow(
             artifacts=StepArtifacts(
                 emitter, resources.store, step_name=step.name, inline_max_bytes=resources.inline_max_bytes
             ),
+            failed_items=failed_items,
         )
         await emitter.emit(StepStarted, f"step.started:{step.name}:{ATTEMPT}", step_name=step.name, attempt=ATTEMPT)
         step_started = time.monotonic()
@@ -167,8 +185,11 @@ async def run_workflow(
                 StepFailed, f"step.failed:{step.name}:{ATTEMPT}", step_name=step.name, attempt=ATTEMPT, error=error
             )
             run_error = f"step {step.name} failed: {error}"
-            await emitter.emit(RunFailed, "run.failed", error=run_error)
-            return RunOutcome(request.execution_id, "failed", error=run_error, failed_step=step.name)
+            await _skip(emitter, workflow.steps[index + 1 :], reason=run_error)
+            await emitter.emit(RunFailed, "run.failed", error=run_error, failed_items=failed_items)
+            return RunOutcome(
+                request.execution_id, "failed", error=run_error, failed_step=step.name, failed_items=tuple(failed_items)
+            )
         artifact_count += len(context.artifacts.published)
         await context.log.info(
             f"step {step.name} succeeded",
@@ -183,9 +204,24 @@ async def run_workflow(
         "artifact_count": artifact_count,
         "duration_seconds": round(time.monotonic() - run_started, 3),
     }
+    if failed_items:
+        described = "; ".join(f"{f.item} ({f.step}): {f.reason}" for f in failed_items)
+        await run_log.warning(
+            f"run partial: {len(failed_items)} failed item{'s' if len(failed_items) != 1 else ''}: {described}",
+            failed_items=[f.model_dump(mode="json") for f in failed_items],
+            **summary,
+        )
+        await emitter.emit(RunPartiallySucceeded, "run.partial", summary=summary, failed_items=failed_items)
+        return RunOutcome(request.execution_id, "partial", summary=summary, failed_items=tuple(failed_items))
     await run_log.info("run succeeded", **summary)
     await emitter.emit(RunSucceeded, "run.succeeded", summary=summary)
     return RunOutcome(request.execution_id, "succeeded", summary=summary)
+
+
+async def _skip(emitter: RunEmitter, steps: Sequence[Step], *, reason: str) -> None:
+    for step in steps:
+        text = storable_text(reason)[:MAX_REASON_CHARS]
+        await emitter.emit(StepSkipped, f"step.skipped:{step.name}", step_name=step.name, reason=text)
 
 
 async def reject_run(request: RunRequested, publish: Publish, reason: str) -> RunOutcome:

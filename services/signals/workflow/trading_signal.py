@@ -139,6 +139,7 @@ async def fetch_market_data(ctx: StepContext, _: None) -> MarketData:
         except MarketDataError as exc:
             failed[symbol] = _error_text(exc)
             stage = "qualify" if isinstance(instrument, MarketDataError) else "daily_bars"
+            ctx.item_failed(symbol, failed[symbol], code=exc.code)
             await ctx.log.warning(
                 f"{symbol} skipped: {failed[symbol]}",
                 symbol=symbol,
