@@ -15,11 +15,19 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scheduler.rows import TrackedRun
-from shared.events import Event, RunFailed, RunStarted, RunSucceeded
+from shared.events import Event, RunFailed, RunPartiallySucceeded, RunStarted, RunSucceeded
 
 ACTIVE_STATUSES = ("requested", "running")
 TERMINAL_STATUSES = ("succeeded", "failed")
-_STATUS_OF_EVENT: dict[type[Event], str] = {RunStarted: "running", RunSucceeded: "succeeded", RunFailed: "failed"}
+_STATUS_OF_EVENT: dict[type[Event], str] = {
+    RunStarted: "running",
+    RunSucceeded: "succeeded",
+    # The workflow ran to its end, so the run no longer counts towards max_active_runs.
+    # tracked_runs answers only "still active?"; which items failed is the artifacts
+    # service's to tell.
+    RunPartiallySucceeded: "succeeded",
+    RunFailed: "failed",
+}
 
 
 async def mark_requested(session: AsyncSession, *, execution_id: str, workflow_id: str, now: datetime) -> None:
