@@ -89,7 +89,7 @@ def hand_result() -> tuple[WalkForwardResult, dict]:
     )
     result = WalkForwardResult(
         model_type="hand", params={}, feature_names=[], training_window={}, folds=[], metrics={},
-        predictions=predictions, model=None, latest_features=pd.DataFrame(),
+        predictions=predictions, models={}, latest_features=pd.DataFrame(),
     )
     return result, bars
 
@@ -124,7 +124,7 @@ def test_backtest_signals_without_predictions_is_an_error():
     result, bars = hand_result()
     empty = WalkForwardResult(
         model_type="hand", params={}, feature_names=[], training_window={}, folds=[], metrics={},
-        predictions=result.predictions.iloc[0:0], model=None, latest_features=pd.DataFrame(),
+        predictions=result.predictions.iloc[0:0], models={}, latest_features=pd.DataFrame(),
     )
     with pytest.raises(ValueError, match="no out-of-sample predictions"):
         backtest_signals(empty, bars)

@@ -40,6 +40,21 @@ def report(**overrides) -> str:
     return run_report(**arguments)
 
 
+WORSE = {"verdict": "worse", "verdict_text": "The model did worse than the moving-average baseline out of sample "
+          "(48.9% vs 51.3%): treat its signals as no better than chance."}
+BETTER = {"verdict": "better", "verdict_text": "The model did better than its baselines out of sample "
+          "(60.0% vs 52.0% for the moving-average baseline and 53.0% for the always-up rule, over 1000 predictions)."}
+PER_SYMBOL = {
+    "AAPL": {"accuracy": 0.5, "baseline_accuracy": 0.553, "up_rate": 0.512, "n_predictions": 584, "verdict": "worse",
+             "verdict_text": "AAPL's model did worse than the moving-average baseline and the always-up rule out of sample "
+             "(50.0% vs 55.3% and 51.2%): treat its signals as no better than chance."},
+    "IBM": {"accuracy": 0.529, "baseline_accuracy": 0.512, "up_rate": 0.507, "n_predictions": 584,
+            "verdict": "no_better", "verdict_text": "IBM's model did not clearly beat the moving-average baseline."},
+}
+REPLAYED = {"symbols": ["AAPL", "IBM"], "start": "2010-03-03", "end": "2013-03-01", "replayed": True,
+            "source": "bokeh-sampledata stocks.csv.gz", "provider": "sample_file"}
+
+
 def test_sections_in_order():
     text = report()
     headings = [line for line in text.splitlines() if line.startswith("#")]
@@ -67,7 +82,7 @@ def test_contents():
     assert "| Total return | +12.00% | +5.00% | +20.00% |" in text
     assert "| Max drawdown | -8.00% | -10.00% | -15.00% |" in text
     assert "| Turnover (per day) | 0.300 | 0.020 | – |" in text
-    assert "| 0 | 2022-01-03 → 2022-06-30 | 2022-07-01 → 2022-09-30 | 300 | 52.0% | 50.0% | – |" in text
+    assert "| – | 0 | 2022-01-03 → 2022-06-30 | 2022-07-01 → 2022-09-30 | 300 | 52.0% | 50.0% | – |" in text
     assert "| ZZZZ | unknown contract (200) |" in text
     assert "- **symbols**: AAPL, IBM" in text
 
@@ -84,3 +99,39 @@ def test_flat_backtest_dict_and_empty_inputs():
     assert "No signals were produced." in text
     assert "| Total return | +12.00% | +20.00% |" in text
     assert "No model metrics were given." in text
+
+
+def test_the_first_lines_say_when_the_data_is_replayed_sample_data():
+    lines = report(data_summary=REPLAYED).splitlines()
+    assert lines[0] == "# Signals run `exec-1`"
+    assert lines[2] == (
+        "> **Replayed sample data**: historical bars replayed from bokeh-sampledata stocks.csv.gz by the "
+        "`sample_file` provider, last bar 2013-03-01, not live market data. These signals show how the "
+        "workflow works, not what to trade today."
+    )
+    live = report(data_summary={**REPLAYED, "replayed": False, "source": "ibkr"})
+    assert "Replayed" not in live and live.splitlines()[2].startswith("Workflow `")
+
+
+def test_a_model_worse_than_its_baselines_is_said_at_the_top_and_in_the_model_section():
+    text = report(data_summary=REPLAYED, metrics={**METRICS, **WORSE}, per_symbol=PER_SYMBOL)
+    lines = text.splitlines()
+    assert lines[4] == (
+        "> **Model verdict**: The model did worse than the moving-average baseline out of sample (48.9% vs 51.3%): "
+        "treat its signals as no better than chance."
+    )
+    assert "> Symbols whose own model did worse than its baselines: AAPL." in lines[5:10]
+    assert "> Symbols whose own model did not clearly beat its baselines: IBM." in lines[5:10]
+    model = text[text.index("## Model") :]
+    assert "**Verdict**: The model did worse than the moving-average baseline" in model
+    assert "Scope: one model per symbol" in model
+    assert "| Symbol | Accuracy | MA baseline | Always up | Predictions | Verdict |" in model
+    assert "| AAPL | 50.0% | 55.3% | 51.2% | 584 | AAPL's model did worse than" in model
+
+
+def test_a_model_better_than_its_baselines_says_so():
+    text = report(metrics={**METRICS, **BETTER}, per_symbol={"AAPL": {**PER_SYMBOL["AAPL"], **BETTER}})
+    lines = text.splitlines()
+    assert lines[2] == f"> **Model verdict**: {BETTER['verdict_text']}"
+    assert "worse" not in text.split("## Signals")[0]
+    assert "Symbols whose own model" not in text

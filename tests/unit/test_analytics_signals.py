@@ -38,7 +38,9 @@ DOWNTREND = bars_from_changes([-2.0, 1.5] * 50, start=200.0)
 RISING = bars_from_changes([1.0] * 100)  # RSI 100
 
 
-def result_for(probabilities: dict[str, float], features: dict[str, pd.DataFrame], accuracy=0.55) -> WalkForwardResult:
+def result_for(
+    probabilities: dict[str, float], features: dict[str, pd.DataFrame], metrics=None, unscored=None
+) -> WalkForwardResult:
     latest = pd.DataFrame(
         {name: [features[s][name].iloc[-1] for s in probabilities] for name in MODEL_FEATURES},
         index=list(probabilities),
@@ -46,14 +48,15 @@ def result_for(probabilities: dict[str, float], features: dict[str, pd.DataFrame
     latest.insert(0, "date", [features[s].index[-1] for s in probabilities])
     return WalkForwardResult(
         model_type="fixed", params={}, feature_names=list(MODEL_FEATURES), training_window={}, folds=[],
-        metrics={"accuracy": accuracy}, predictions=pd.DataFrame(), model=FixedProbability(probabilities),
-        latest_features=latest,
+        metrics={}, predictions=pd.DataFrame(), models={s: FixedProbability(probabilities) for s in probabilities},
+        latest_features=latest, per_symbol={s: metrics or {"accuracy": 0.55} for s in probabilities},
+        unscored=unscored or {},
     )
 
 
-def decide(bars: dict[str, pd.DataFrame], probabilities: dict[str, float]) -> dict[str, Signal]:
+def decide(bars: dict[str, pd.DataFrame], probabilities: dict[str, float], **kwargs) -> dict[str, Signal]:
     features = {s: compute_features(b) for s, b in bars.items()}
-    signals = decide_signals(result_for(probabilities, features), features, bars)
+    signals = decide_signals(result_for(probabilities, features, **kwargs), features, bars)
     return {s.symbol: s for s in signals}
 
 
@@ -62,13 +65,25 @@ def test_model_and_uptrend_agree_buy():
     assert signal.action == "BUY"
     # 0.6 * (0.13 / 0.15) + 0.25 * 1 + 0.15 * 0
     assert signal.strength == pytest.approx(0.6 * 0.13 / 0.15 + 0.25, abs=1e-3)
-    assert signal.reasons[0] == "model gives 63% chance of a higher close tomorrow (walk-forward accuracy 55%)"
+    assert signal.reasons[0] == "model gives 63% chance of a higher close tomorrow (walk-forward accuracy 55.0%)"
     assert signal.reasons[1] == "20-day average is above the 50-day (uptrend)"
     assert signal.reasons[2].startswith("RSI ") and signal.reasons[2].endswith(": neutral")
     assert "model and trend agree" in signal.reasons[3]
     assert signal.last_price == pytest.approx(float(UPTREND["close"].iloc[-1]))
     assert signal.as_of == UPTREND.index[-1].date().isoformat()
     assert signal.prob_up == pytest.approx(0.63)
+
+
+def test_the_first_reason_says_when_the_symbols_model_did_worse_than_its_baselines():
+    worse = {"accuracy": 0.50, "baseline_accuracy": 0.553, "up_rate": 0.512, "n_predictions": 585, "verdict": "worse"}
+    signal = decide({"UP": UPTREND}, {"UP": 0.63}, metrics=worse)["UP"]
+    assert signal.reasons[0] == (
+        "model gives 63% chance of a higher close tomorrow (walk-forward accuracy 50.0%, "
+        "below the moving-average baseline's 55.3%: no better than chance)"
+    )
+    better = {"accuracy": 0.60, "baseline_accuracy": 0.52, "up_rate": 0.53, "n_predictions": 585, "verdict": "better"}
+    signal = decide({"UP": UPTREND}, {"UP": 0.63}, metrics=better)["UP"]
+    assert signal.reasons[0].endswith("(walk-forward accuracy 60.0%, above the always-up rule's 53.0%)")
 
 
 def test_model_and_downtrend_agree_sell():
@@ -118,6 +133,12 @@ def test_symbol_without_enough_history_holds_with_the_reason():
     assert "not enough history" in signals["NEW"].reasons[0]
     assert signals["NEW"].last_price == pytest.approx(float(short["close"].iloc[-1]))
     assert signals["UP"].action == "BUY"
+
+
+def test_an_unscored_symbol_holds_with_the_models_reason():
+    reason = "not enough history to score: walk-forward needs more than 120 labelled days"
+    signals = decide({"UP": UPTREND, "NEW": bars_from_changes([1.0] * 20)}, {"UP": 0.7}, unscored={"NEW": reason})
+    assert signals["NEW"].action == "HOLD" and signals["NEW"].reasons == [reason]
 
 
 def test_thresholds_are_adjustable():

@@ -184,10 +184,26 @@ def test_table_artifacts_are_bounded_tables_with_described_columns(run):
 
 def test_the_model_artifact_describes_the_model_and_its_backtest(run):
     _, recorder, _ = run
-    model = recorder.artifact("model").payload
+    artifact = recorder.artifact("model")
+    model = artifact.payload
     assert {"model_type", "params", "training_window", "feature_names", "folds", "metrics", "backtest"} <= set(model)
     assert model["metrics"]["n_folds"] == len(model["folds"]) > 0
     assert {"pooled", "per_symbol"} <= set(model["backtest"])
+    assert "one model per symbol" in model["scope"] and artifact.metadata["scope"] == model["scope"]
+
+
+def test_the_model_card_gives_its_verdict_overall_and_per_symbol(run):
+    _, recorder, _ = run
+    artifact = recorder.artifact("model")
+    model = artifact.payload
+    assert list(model)[:2] == ["verdict", "verdict_text"]
+    assert model["verdict"] in ("better", "no_better", "worse") and artifact.metadata["verdict"] == model["verdict"]
+    assert model["verdict_text"].startswith("The model did ")
+    assert [row["symbol"] for row in model["per_symbol"]] == ["AAPL", "IBM"]
+    for row in model["per_symbol"]:
+        assert row["verdict_text"].startswith(f"{row['symbol']}'s model did ")
+        assert {"accuracy", "baseline_accuracy", "up_rate", "n_predictions", "verdict"} <= set(row)
+    assert {fold["symbol"] for fold in model["folds"]} == {"AAPL", "IBM"}
 
 
 async def test_the_serialized_model_loads_and_predicts(run, store):
@@ -195,7 +211,8 @@ async def test_the_serialized_model_loads_and_predicts(run, store):
     artifact = recorder.artifact("model.joblib")
     bundle = joblib.load(io.BytesIO(await store.read_bytes(artifact.uri)))
     assert bundle["feature_names"] == artifact.metadata["feature_names"]
-    assert hasattr(bundle["estimator"], "predict_proba")
+    assert set(bundle["estimators"]) == {"AAPL", "IBM"}
+    assert all(hasattr(estimator, "predict_proba") for estimator in bundle["estimators"].values())
 
 
 def test_one_signal_event_per_symbol_matching_the_signals_artifact(run):
@@ -232,6 +249,40 @@ async def test_the_report_compares_with_the_previous_run(run, store):
     assert "exec-previous" in text and "**IBM**: BUY →" in text
     assert "XYZ" in text  # the failed symbol is listed
     assert report.metadata["previous_execution_id"] == "exec-previous"
+
+
+async def test_the_reports_first_lines_say_the_data_is_replayed_and_how_the_model_fared(run, store):
+    _, recorder, _ = run
+    lines = (await store.read_bytes(recorder.artifact("report").uri)).decode().splitlines()
+    assert lines[2].startswith("> **Replayed sample data**: historical bars replayed from bokeh-sampledata stocks.csv.gz")
+    assert "last bar 2013-03-01" in lines[2] and "not live market data" in lines[2]
+    verdict = recorder.artifact("model").payload["verdict_text"]
+    assert lines[4] == f"> **Model verdict**: {verdict}"
+
+
+async def test_aapls_signal_is_the_same_alone_and_in_company(run, store):
+    """Same sample data as of 2013-03-01: AAPL scored alone, with IBM (the module's run), and
+    with MSFT, IBM and GOOG gets the same action, strength, probability and reasons."""
+    _, with_ibm, _ = run
+    signals = {"AAPL, IBM": signal_of(with_ibm, "AAPL")}
+    for symbols, execution_id in ((["AAPL"], "exec-wf-alone"), (["AAPL", "MSFT", "IBM", "GOOG"], "exec-wf-four")):
+        recorder = Recorder()
+        resources = resources_with(await started_provider(), store, PreviousRun(None))
+        outcome = await run_workflow(WORKFLOW, run_request(symbols, execution_id), resources, recorder)
+        assert outcome.status == "succeeded", outcome.error
+        signals[", ".join(symbols)] = signal_of(recorder, "AAPL")
+    alone = signals["AAPL"]
+    assert alone["as_of"] == "2013-03-01" and alone["prob_up"] is not None
+    for company, signal in signals.items():
+        assert signal == alone, company
+
+
+def signal_of(recorder: Recorder, symbol: str) -> dict:
+    """The symbol's signal as the signals artifact has it, and as the event carries it."""
+    stored = next(s for s in recorder.artifact("signals").payload["signals"] if s["symbol"] == symbol)
+    (event,) = [e for e in recorder.of_type("signal.generated") if e.symbol == symbol]
+    assert (event.action, event.strength, event.reasons) == (stored["action"], stored["strength"], stored["reasons"])
+    return stored
 
 
 async def test_an_unreachable_artifacts_service_leaves_a_report_without_comparison(store):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from services.signals.analytics.model import SCOPE
 from services.signals.analytics.signals import Signal
 
 METRIC_ROWS = (
@@ -107,20 +108,69 @@ def _signals_section(signals: list[Signal]) -> list[str]:
     return lines + [""]
 
 
-def _model_section(metrics: Mapping, folds: list[Mapping] | None) -> list[str]:
+def _replay_notice(summary: Mapping) -> list[str]:
+    if not summary.get("replayed"):
+        return []
+    source = f" from {summary['source']}" if summary.get("source") else ""
+    provider = f" by the `{summary['provider']}` provider" if summary.get("provider") else ""
+    last = f", last bar {summary['end']}" if summary.get("end") else ""
+    return [
+        f"> **Replayed sample data**: historical bars replayed{source}{provider}{last}, not live market "
+        "data. These signals show how the workflow works, not what to trade today.",
+        "",
+    ]
+
+
+def _verdict_notice(metrics: Mapping, per_symbol: Mapping[str, Mapping]) -> list[str]:
+    if not metrics.get("verdict_text"):
+        return []
+    lines = [f"> **Model verdict**: {metrics['verdict_text']}"]
+    for verdict, label in (("worse", "did worse than its baselines"), ("no_better", "did not clearly beat its baselines")):
+        symbols = [s for s, m in per_symbol.items() if m.get("verdict") == verdict]
+        if symbols:
+            lines += [">", f"> Symbols whose own model {label}: {', '.join(symbols)}."]
+    return lines + [""]
+
+
+def _per_symbol_table(per_symbol: Mapping[str, Mapping]) -> list[str]:
+    lines = ["", "**Per symbol** (each symbol's own model, out of sample)", ""]
+    return lines + _table(
+        ["Symbol", "Accuracy", "MA baseline", "Always up", "Predictions", "Verdict"],
+        [
+            [
+                symbol,
+                _share(m.get("accuracy")),
+                _share(m.get("baseline_accuracy")),
+                _share(m.get("up_rate")),
+                _num(m.get("n_predictions")),
+                _cell(m.get("verdict_text")),
+            ]
+            for symbol, m in per_symbol.items()
+        ],
+    )
+
+
+def _model_section(metrics: Mapping, folds: list[Mapping] | None, per_symbol: Mapping[str, Mapping]) -> list[str]:
     lines = ["## Model (walk-forward, out-of-sample)", ""]
+    if metrics.get("verdict_text"):
+        lines += [f"**Verdict**: {metrics['verdict_text']}", ""]
+    if per_symbol:
+        lines += [f"Scope: {SCOPE}.", ""]
     rows = []
     for key, label in METRIC_ROWS:
         if key in metrics:
             value = metrics[key]
             rows.append([label, _share(value) if isinstance(value, float) else _num(value)])
     lines += _table(["Metric", "Value"], rows) if rows else ["No model metrics were given."]
+    if per_symbol:
+        lines += _per_symbol_table(per_symbol)
     if folds:
         lines += ["", "**Folds** (each trains only on rows whose date and label date precede its test window)", ""]
         lines += _table(
-            ["Fold", "Train", "Test", "Rows", "Accuracy", "Precision", "Hit rate"],
+            ["Symbol", "Fold", "Train", "Test", "Rows", "Accuracy", "Precision", "Hit rate"],
             [
                 [
+                    _cell(f.get("symbol")),
                     str(f.get("fold", i)),
                     f"{f.get('train_start')} → {f.get('train_end')}",
                     f"{f.get('test_start')} → {f.get('test_end')}",
@@ -214,17 +264,21 @@ def run_report(
     diff: dict | None,
     failed_symbols: dict[str, str] | None = None,
     folds: list[dict] | None = None,
+    per_symbol: dict[str, dict] | None = None,
 ) -> str:
-    """Markdown report: Signals, Changes since the previous run, Model, Backtest, Data, Failed symbols."""
-    lines = [
-        f"# Signals run `{execution_id}`",
-        "",
-        f"Workflow `{workflow_id}`, execution `{execution_id}`.",
-        "",
-    ]
+    """Markdown report: Signals, Changes since the previous run, Model, Backtest, Data, Failed symbols.
+
+    Under the title, before anything else: whether the data is replayed sample data, and
+    the model's out-of-sample verdict against its baselines (overall and which symbols' own
+    models fell short).
+    """
+    lines = [f"# Signals run `{execution_id}`", ""]
+    lines += _replay_notice(data_summary)
+    lines += _verdict_notice(metrics, per_symbol or {})
+    lines += [f"Workflow `{workflow_id}`, execution `{execution_id}`.", ""]
     lines += _signals_section(signals)
     lines += _diff_section(diff)
-    lines += _model_section(metrics, folds)
+    lines += _model_section(metrics, folds, per_symbol or {})
     lines += _backtest_section(backtest)
     lines += _data_section(data_summary)
     if failed_symbols:

@@ -7,6 +7,8 @@ score = 0.6 * model edge + 0.25 * trend + 0.15 * RSI extreme, each part in [-1, 
 BUY when score >= 0.3 and the model is decisive upwards (P(up) >= 0.55), SELL when
 score <= -0.3 and P(up) <= 0.45, HOLD otherwise; strength = |score| (for a HOLD, how
 far it leans). Trend and RSI can confirm or veto the model, never act without it.
+P(up) comes from the symbol's own model, and the first reason says how that model
+fared against its baselines out of sample.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from services.signals.analytics.features import WARM_UP_BARS
-from services.signals.analytics.model import DECISIVE_MARGIN, WalkForwardResult
+from services.signals.analytics.model import DECISIVE_MARGIN, WalkForwardResult, best_baseline
 
 Action = Literal["BUY", "SELL", "HOLD"]
 ACTIONS: tuple[Action, ...] = ("BUY", "SELL", "HOLD")
@@ -112,6 +114,24 @@ def _verdict(score: float, action: Action, model_side: int, trend_vote: int, mar
     return f"{agreement}; combined score {score:+.2f} passes ±{threshold:.2f}: {action}"
 
 
+def _model_reason(prob: float, metrics: dict) -> str:
+    """The probability, and how the symbol's own model fared against its baselines out of sample."""
+    reason = f"model gives {prob:.0%} chance of a higher close tomorrow"
+    accuracy = metrics.get("accuracy")
+    if accuracy is None:
+        return reason
+    track_record = f"walk-forward accuracy {accuracy:.1%}"
+    best = best_baseline(metrics)
+    if best is not None and metrics.get("verdict") in ("worse", "no_better"):
+        name, value = best
+        below = "below" if metrics["verdict"] == "worse" else "not clearly above"
+        track_record += f", {below} the {name}'s {value:.1%}: no better than chance"
+    elif best is not None and metrics.get("verdict") == "better":
+        name, value = best
+        track_record += f", above the {name}'s {value:.1%}"
+    return f"{reason} ({track_record})"
+
+
 def decide_signals(
     result: WalkForwardResult,
     features: dict[str, pd.DataFrame],
@@ -126,7 +146,6 @@ def decide_signals(
     `action_threshold`: the |score| an action needs (see the module docstring).
     """
     probabilities = result.latest_probabilities()
-    accuracy = result.metrics.get("accuracy")
     signals = []
     for symbol in sorted(bars):
         symbol_bars = bars[symbol]
@@ -143,7 +162,8 @@ def decide_signals(
                     last_price=last_price,
                     as_of=as_of,
                     reasons=[
-                        f"not enough history to score: the model needs {WARM_UP_BARS} bars with "
+                        result.unscored.get(symbol)
+                        or f"not enough history to score: the model needs {WARM_UP_BARS} bars with "
                         f"complete features, {len(symbol_bars)} bars available"
                     ],
                 )
@@ -157,9 +177,6 @@ def decide_signals(
         model_side = _model_side(prob, decisive_margin)
         action = _action(score, model_side, action_threshold)
 
-        model_reason = f"model gives {prob:.0%} chance of a higher close tomorrow"
-        if accuracy is not None:
-            model_reason += f" (walk-forward accuracy {accuracy:.0%})"
         signals.append(
             Signal(
                 symbol=symbol,
@@ -168,7 +185,7 @@ def decide_signals(
                 last_price=last_price,
                 as_of=as_of,
                 reasons=[
-                    model_reason,
+                    _model_reason(prob, result.per_symbol.get(symbol, {})),
                     trend_reason,
                     rsi_reason,
                     _verdict(score, action, model_side, trend_vote, decisive_margin, action_threshold),

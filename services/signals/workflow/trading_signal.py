@@ -51,10 +51,11 @@ SUMMARY_DESCRIPTIONS = {
     "replayed": "True when the bars are historical data replayed from a file.",
 }
 FOLD_DESCRIPTIONS = {
-    "fold": "Walk-forward fold number (test windows in date order).",
+    "symbol": "Symbol whose own model the fold trains and tests.",
+    "fold": "Walk-forward fold number of the symbol (test windows in date order).",
     "train_start": "First date of the fold's training rows.",
     "train_end": "Last date of the fold's training rows.",
-    "train_rows": "Training rows (symbol-days) of the fold.",
+    "train_rows": "Training rows (days of the symbol) of the fold.",
     "test_start": "First date the fold predicts.",
     "test_end": "Last date the fold predicts.",
     "n": "Out-of-sample predictions of the fold.",
@@ -285,10 +286,13 @@ async def generate_signals(ctx: StepContext, feature_set: FeatureSet) -> SignalS
     result, backtest, signals, model_bytes = await asyncio.to_thread(_model_and_signals, feature_set)
     metrics = result.metrics
     await ctx.log.info(
-        f"walk-forward over {result.training_window['rows']} rows, {metrics['n_folds']} folds: "
-        f"accuracy {metrics['accuracy']:.1%} vs baseline {metrics['baseline_accuracy']:.1%}",
+        f"walk-forward of {len(result.models)} per-symbol models over {result.training_window['rows']} rows, "
+        f"{metrics['n_folds']} folds: accuracy {metrics['accuracy']:.1%} vs baseline "
+        f"{metrics['baseline_accuracy']:.1%}. {metrics['verdict_text']}",
         training_window=result.training_window,
         metrics={k: v for k, v in metrics.items() if k != "definitions"},
+        per_symbol_verdicts={symbol: m["verdict"] for symbol, m in result.per_symbol.items()},
+        unscored=result.unscored,
     )
     model = await ctx.artifacts.json(
         "model",
@@ -296,6 +300,8 @@ async def generate_signals(ctx: StepContext, feature_set: FeatureSet) -> SignalS
         {**result.summary(), "backtest": backtest},
         metadata={
             "model_type": result.model_type,
+            "scope": result.params["scope"],
+            "verdict": metrics["verdict"],
             "training_window": result.training_window,
             "accuracy": metrics["accuracy"],
             "baseline_accuracy": metrics["baseline_accuracy"],
@@ -310,7 +316,8 @@ async def generate_signals(ctx: StepContext, feature_set: FeatureSet) -> SignalS
         OCTET_STREAM,
         metadata={
             "format": "joblib",
-            "load": "joblib.load(file) -> {estimator, feature_names, model_type, training_window, sklearn_version}",
+            "load": "joblib.load(file) -> {estimators: {symbol: estimator}, feature_names, model_type, scope, "
+            "training_window, sklearn_version}",
             "model_type": result.model_type,
             "feature_names": result.feature_names,
             "training_window": result.training_window,
@@ -322,7 +329,10 @@ async def generate_signals(ctx: StepContext, feature_set: FeatureSet) -> SignalS
         "metrics",
         pd.DataFrame(result.folds, columns=list(FOLD_DESCRIPTIONS)),
         descriptions=FOLD_DESCRIPTIONS,
-        metadata={key: metrics[key] for key in ("accuracy", "precision", "hit_rate", "baseline_accuracy", "up_rate")},
+        metadata={
+            key: metrics[key]
+            for key in ("accuracy", "precision", "hit_rate", "baseline_accuracy", "up_rate", "verdict", "verdict_text")
+        },
     )
     payload = signals_payload(signals)
     await ctx.artifacts.json(
@@ -402,6 +412,7 @@ async def publish_signals(ctx: StepContext, signal_set: SignalSet) -> dict[str, 
         diff=diff,
         failed_symbols=market.failed or None,
         folds=result.folds,
+        per_symbol=result.per_symbol,
     )
     await ctx.artifacts.content(
         "report",
