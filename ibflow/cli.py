@@ -162,16 +162,14 @@ def trigger_command(args: argparse.Namespace, resolved: stack_config.Resolved) -
     import httpx
     from rich.console import Console
 
-    from ibflow.trigger import EXIT_NOT_TRIGGERED, Gateway, trigger
+    from ibflow.trigger import Gateway, trigger
 
     gateway_url = (args.gateway or SERVICES["gateway"].url()).rstrip("/")
     symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    hint = "check --gateway" if args.gateway else resolved.hint("GATEWAY_URL")
     with httpx.Client() as client:
-        code = trigger(Gateway(client, gateway_url, os.environ.get("IBFLOW_API_TOKEN")),
-                       args.workflow, symbols, args.wait, Console())
-    if code == EXIT_NOT_TRIGGERED and not args.gateway:
-        print(resolved.hint("GATEWAY_URL"), file=sys.stderr)
-    return code
+        return trigger(Gateway(client, gateway_url, os.environ.get("IBFLOW_API_TOKEN")),
+                       args.workflow, symbols, args.wait, Console(), unreachable_hint=hint)
 
 
 def deadletter_command(args: argparse.Namespace, resolved: stack_config.Resolved) -> int:

@@ -30,7 +30,11 @@ ACTION_STYLE = {"BUY": "green", "SELL": "red", "HOLD": "yellow"}
 
 
 class GatewayError(Exception):
-    """The gateway could not be reached or refused; the message says which."""
+    """The gateway refused or answered with an error; the message says what."""
+
+
+class GatewayUnreachable(GatewayError):
+    """Nothing answered at the gateway's address."""
 
 
 @dataclass
@@ -46,7 +50,7 @@ class Gateway:
         try:
             return self.client.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
         except httpx.HTTPError as exc:
-            raise GatewayError(f"cannot reach the gateway at {self.url} ({type(exc).__name__}: {exc})") from None
+            raise GatewayUnreachable(f"cannot reach the gateway at {self.url} ({type(exc).__name__}: {exc})") from None
 
     def start_run(self, workflow: str, symbols: list[str] | None) -> str:
         body = {"params": {"symbols": symbols}} if symbols else {}
@@ -90,13 +94,16 @@ def _error_text(response: httpx.Response) -> str:
 
 
 def trigger(gateway: Gateway, workflow: str, symbols: list[str] | None, wait: float, console: Console,
-            errors: Console | None = None, poll_seconds: float = 0.5,
+            errors: Console | None = None, unreachable_hint: str = "", poll_seconds: float = 0.5,
             clock: Callable[[], float] = time.monotonic) -> int:
+    """`unreachable_hint` says how to point the command at a gateway when none answers."""
     errors = errors or Console(stderr=True)
     try:
         execution_id = gateway.start_run(workflow, symbols)
     except GatewayError as exc:
         errors.print(f"ibflow trigger: {exc}", style="red", markup=False, highlight=False, soft_wrap=True)
+        if isinstance(exc, GatewayUnreachable) and unreachable_hint:
+            errors.print(unreachable_hint, markup=False, highlight=False, soft_wrap=True)
         return EXIT_NOT_TRIGGERED
     page = f"{gateway.url}/runs/{execution_id}"
     console.print(execution_id, markup=False, highlight=False)

@@ -75,7 +75,7 @@ def call(fake: FakeGateway, wait: float = 60, terminal: bool = False, token: str
     with httpx.Client(transport=httpx.MockTransport(fake)) as client:
         kwargs = {"clock": clock} if clock else {}
         code = trigger(Gateway(client, GW, token), "wf", ["AAPL", "MSFT"], wait, console, errors,
-                       poll_seconds=0, **kwargs)
+                       unreachable_hint="set GATEWAY_URL", poll_seconds=0, **kwargs)
     return code, out.getvalue(), err.getvalue()
 
 
@@ -138,6 +138,20 @@ def test_a_refused_trigger_exits_4_with_the_gateways_reason():
     code, out, err = call(FakeGateway([None], trigger_status=422))
     assert code == EXIT_NOT_TRIGGERED and out == ""
     assert "refused the trigger (422): symbols: bad symbol" in err
+    assert "set GATEWAY_URL" not in err  # the gateway answered: its address is right
+
+
+def test_an_unreachable_gateway_exits_4_with_how_to_point_at_one():
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("Connection refused")
+
+    err = io.StringIO()
+    with httpx.Client(transport=httpx.MockTransport(refuse)) as client:
+        code = trigger(Gateway(client, GW), "wf", None, 0, Console(file=io.StringIO()),
+                       Console(file=err, width=200), unreachable_hint="start the stack or set GATEWAY_URL")
+    assert code == EXIT_NOT_TRIGGERED
+    assert f"cannot reach the gateway at {GW}" in err.getvalue()
+    assert "start the stack or set GATEWAY_URL" in err.getvalue()
 
 
 def test_signals_kept_in_the_artifact_store_are_read_from_their_content():
