@@ -4,6 +4,10 @@ Infrastructure is embedded unless the environment names its own: PostgreSQL
 (`DATABASE_URL`), the Kafka-protocol broker (`KAFKA_BOOTSTRAP_SERVERS`) and the fake IB
 gateway (`IBKR_HOST`). Then topics, migrations and the four services, each its own
 process. Stopping the stack stops everything it started, children first.
+
+A service that fails to start is reported with the error line of its log that says
+why. Once up, `supervise()` restarts whatever dies, as a compose restart policy would
+(see `ibflow/supervisor.py`).
 """
 
 from __future__ import annotations
@@ -14,17 +18,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from ibflow import stack_config
+from ibflow import service_logs, stack_config
 from ibflow.devstack.broker import TansuBroker
 from ibflow.devstack.ports import free_port, wait_for_port
 from ibflow.devstack.postgres import EmbeddedPostgres
 from ibflow.services import SERVICES
+from ibflow.supervisor import Supervisor
 
 log = logging.getLogger("ibflow.stack")
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +42,13 @@ TANSU_ENV = {
     "KAFKA_HEARTBEAT_INTERVAL_MS": "2000",
     "KAFKA_FETCH_MAX_WAIT_MS": "50",
 }
+SERVICE_ORDER = ("artifacts", "scheduler", "signals", "gateway")
+# Start-up waits out outages by itself; past this the stack says what it still waits for.
+READY_TIMEOUT_SECONDS = 120.0
+
+
+class StackStartError(RuntimeError):
+    """A service exited or never got ready; the message holds the line of its log that says why."""
 
 
 def _die_with_parent() -> None:
@@ -54,6 +67,12 @@ class Stack:
     _postgres: EmbeddedPostgres | None = None
     _broker: TansuBroker | None = None
     _processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _argv: dict[str, list[str]] = field(default_factory=dict)
+    # Where each process's part of its (appended) log begins.
+    _log_offsets: dict[str, int] = field(default_factory=dict)
+    # The supervisor's thread and the caller's both start and stop processes.
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+    _supervisor: Supervisor | None = None
 
     @property
     def log_dir(self) -> Path:
@@ -67,16 +86,19 @@ class Stack:
     def postgres(self) -> EmbeddedPostgres | None:
         return self._postgres
 
+    @property
+    def broker(self) -> TansuBroker | None:
+        return self._broker
+
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stack_config.claim(self.env, self.workdir)  # its processes read this stack's file, no other
         try:
             self._start_infrastructure()
             self._prepare()
-            for name in ("artifacts", "scheduler", "signals", "gateway"):
+            for name in SERVICE_ORDER:
                 self._spawn(name, [sys.executable, "-m", "ibflow.cli", name])
-            for name in ("artifacts", "scheduler", "signals", "gateway"):
-                self._wait_healthy(name)
+            self._wait_ready(SERVICE_ORDER)
             stack_config.record(self.env, self.workdir)  # where every other `ibflow` command finds it
         except BaseException:
             self.stop()
@@ -124,39 +146,100 @@ class Stack:
     def _prepare(self) -> None:
         """Topics and migrations, in a child so that it sees exactly the services' env."""
         for command in ("topics", "migrate"):
-            result = subprocess.run([sys.executable, "-m", "ibflow.cli", command], env=self.env,
-                                    capture_output=True, text=True, cwd=REPO)
-            if result.returncode != 0:
-                raise RuntimeError(f"`ibflow {command}` failed:\n{result.stdout}{result.stderr}")
+            self._run_tool(command)
+
+    def _run_tool(self, command: str) -> None:
+        result = subprocess.run([sys.executable, "-m", "ibflow.cli", command], env=self.env,
+                                capture_output=True, text=True, cwd=REPO)
+        if result.returncode != 0:
+            raise RuntimeError(f"`ibflow {command}` failed:\n{result.stdout}{result.stderr}")
 
     def _spawn(self, name: str, argv: list[str]) -> None:
-        output = open(self.log_dir / f"{name}.log", "ab")
-        self._processes[name] = subprocess.Popen(
-            argv, env=self.env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )
+        log_path = self.log_dir / f"{name}.log"
+        with self._lock, open(log_path, "ab") as output:
+            self._log_offsets[name] = output.tell()
+            self._argv[name] = argv
+            self._processes[name] = subprocess.Popen(
+                argv, env=self.env, cwd=REPO, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )
 
-    def _wait_healthy(self, name: str, timeout: float = 60) -> None:
-        url = f"{self.env[SERVICES[name].url_env]}/health"
+    def _wait_ready(self, names: tuple[str, ...], timeout: float = READY_TIMEOUT_SECONDS) -> None:
+        """Until every service says it is ready; a service that exits meanwhile is
+        reported at once, with the line of its log that says why."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            process = self._processes[name]
-            if process.poll() is not None:
-                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"the {name} service exited with {process.returncode}:\n{tail}")
-            try:
-                if httpx.get(url, timeout=2).status_code < 500:
-                    return
-            except httpx.HTTPError:
-                pass
+        waiting = {name: "not answering yet" for name in names}
+        while waiting:
+            for name in list(waiting):
+                if (code := self.exit_code(name)) is not None:
+                    exited = f"exited during start-up ({service_logs.describe_exit(code)})"
+                    raise StackStartError(self._failure(name, exited))
+                ready, why = self.readiness(name)
+                if ready:
+                    del waiting[name]
+                else:
+                    waiting[name] = why
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                name, why = next(iter(waiting.items()))
+                raise StackStartError(self._failure(name, f"was not ready within {timeout:.0f}s: {why}"))
             time.sleep(0.2)
-        raise TimeoutError(f"the {name} service did not answer {url} within {timeout:.0f}s")
+
+    def _failure(self, name: str, what: str) -> str:
+        lines = service_logs.first_errors(self.log_lines(name))
+        cause = "".join(f"\n  {line}" for line in lines) or "\n  (its log holds no error line)"
+        return f"the {name} service {what}:{cause}\n  log: {self.log_dir / f'{name}.log'}"
+
+    def readiness(self, name: str) -> tuple[bool, str]:
+        """Whether the service's own `/health` says it is ready, and if not, why."""
+        url = f"{self.env[SERVICES[name].url_env]}/health"
+        try:
+            response = httpx.get(url, timeout=2)
+            report = response.json()
+        except (httpx.HTTPError, ValueError):
+            return False, f"no answer from {url}"
+        status = report.get("status") if isinstance(report, dict) else None
+        if response.status_code == 200 and status not in (None, "starting"):
+            return True, str(status)
+        troubles = [f"{component}: {detail.get('error') or detail.get('status')}"
+                    for component, detail in (report.get("components") or {}).items()
+                    if isinstance(detail, dict) and detail.get("status") != "ok"]
+        return False, f"{status or response.status_code}" + (f" ({'; '.join(troubles)})" if troubles else "")
+
+    def log_lines(self, name: str) -> list[str]:
+        """What the current (or last) process of `name` wrote to its log."""
+        return service_logs.read_since(self.log_dir / f"{name}.log", self._log_offsets.get(name, 0))
+
+    def process_names(self) -> list[str]:
+        with self._lock:
+            return list(self._processes)
+
+    def pid(self, name: str) -> int | None:
+        with self._lock:
+            process = self._processes.get(name)
+            return None if process is None else process.pid
+
+    def exit_code(self, name: str) -> int | None:
+        """None while the process runs (or was stopped on purpose)."""
+        with self._lock:
+            process = self._processes.get(name)
+            return None if process is None else process.poll()
 
     def exited(self) -> dict[str, int]:
-        return {name: p.returncode for name, p in self._processes.items() if p.poll() is not None}
+        with self._lock:
+            return {name: p.returncode for name, p in self._processes.items() if p.poll() is not None}
+
+    def respawn(self, name: str) -> None:
+        """Start `name` again as it was started (stopping it first if it still runs)."""
+        with self._lock:
+            argv = self._argv[name]
+            self.stop_process(name)
+            self._spawn(name, argv)
 
     def stop_process(self, name: str) -> None:
-        process = self._processes.pop(name, None)
+        with self._lock:
+            process = self._processes.pop(name, None)
         if process is None or process.poll() is not None:
             return
         os.killpg(process.pid, signal.SIGTERM)
@@ -166,9 +249,38 @@ class Stack:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
+    def broker_died(self) -> bool:
+        return self._broker is not None and not self._broker.running
+
+    def restart_broker(self) -> None:
+        """tansu again on the same port; its memory storage lost every topic, so they
+        are created again (the services must be restarted too: they cache metadata)."""
+        assert self._broker is not None
+        self._broker.stop()
+        self._broker.start()
+        self._run_tool("topics")
+
+    def postgres_died(self) -> bool:
+        return self._postgres is not None and not self._postgres.running
+
+    def restart_postgres(self) -> None:
+        assert self._postgres is not None
+        self._postgres.stop()
+        self._postgres.start()
+
+    def supervise(self, say=print) -> Supervisor:
+        """Restart what dies from now on, telling `say` what happened."""
+        if self._supervisor is None:
+            self._supervisor = Supervisor(self, say)
+            self._supervisor.start()
+        return self._supervisor
+
     def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.stop()
+            self._supervisor = None
         stack_config.mark_stopped(self.workdir)
-        for name in reversed(list(self._processes)):
+        for name in reversed(self.process_names()):
             self.stop_process(name)
         if self._broker:
             self._broker.stop()
@@ -215,11 +327,9 @@ def run_stack(demo: bool = True) -> int:
         if demo:
             execution_id = _trigger_demo(stack)
             print(f"  demo run triggered: {stack.gateway_url}/runs/{execution_id}")
-        print("  Ctrl-C stops everything.")
+        print("  Ctrl-C stops everything; a process that dies is restarted.")
+        stack.supervise(say=lambda message: print(f"  [supervisor] {message}", flush=True))
         while not interrupted:
-            if exited := stack.exited():
-                print(f"\nA process of the stack exited: {exited}; stopping. Logs: {stack.log_dir}", file=sys.stderr)
-                return 1
             time.sleep(0.5)
         return 0
     except KeyboardInterrupt:

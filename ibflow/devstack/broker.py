@@ -36,6 +36,14 @@ class TansuBroker:
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def start(self, timeout: float = 15.0) -> None:
         url = f"tcp://{self.host}:{self.port}"
         output = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
