@@ -190,9 +190,10 @@ class PlainProgress:
     def update(self, run: dict | None) -> None:
         if run is None:
             return
-        if self._seen.get("") != run["status"]:
+        # Its end is told by the outcome line that follows.
+        if run["status"] in ACTIVE and self._seen.get("") != run["status"]:
             self._seen[""] = run["status"]
-            self._say(f"run {run['status']} ({run.get('steps_finished', 0)}/{run.get('steps_total', '?')} steps)")
+            self._say(f"run {run['status']} ({run.get('steps_finished', 0)}/{run.get('steps_total') or '?'} steps)")
         for step in run.get("steps") or []:
             name, status = step["step_name"], step["status"]
             if status == "pending" or self._seen.get(name) == status:
@@ -213,7 +214,7 @@ def show_outcome(run: dict, console: Console) -> None:
     status = run["status"]
     took = f" in {run['duration_seconds']:.1f}s" if run.get("duration_seconds") is not None else ""
     console.print(f"run {run['execution_id']} {status}{took} "
-                  f"({run.get('steps_finished', 0)}/{run.get('steps_total', '?')} steps)",
+                  f"({run.get('steps_finished', 0)}/{run.get('steps_total') or '?'} steps)",
                   style=STATUS_STYLE.get(status), markup=False, highlight=False, soft_wrap=True)
     if run.get("error"):
         console.print(f"  error: {run['error']}", markup=False, highlight=False, soft_wrap=True)
