@@ -157,7 +157,7 @@ async def start_broker(broker: KafkaBroker, settings: KafkaSettings, *, client_i
 
 
 def consumer_options(settings: KafkaSettings, *, group_id: str) -> dict[str, Any]:
-    """Subscriber options every ibflow consumer shares (BROKER-NOTES rules 2-4, 6)."""
+    """Subscriber options every ibflow consumer shares (docs/broker-notes.md, rules 2-4 and 8)."""
     return {
         "group_id": group_id,
         "auto_offset_reset": "earliest",

@@ -1,4 +1,4 @@
-"""Topic names of DESIGN §2: the one place they are spelled."""
+"""Topic names (docs/architecture.md, "Topics"): the one place they are spelled."""
 
 RUNS_REQUESTED = "ibflow.runs.requested"
 RUNS_EVENTS = "ibflow.runs.events"

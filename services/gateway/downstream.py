@@ -13,7 +13,7 @@ import httpx
 
 from services.gateway.settings import GatewaySettings
 
-# DESIGN §4: the gateway forwards these prefixes unchanged to the service that owns them.
+# The gateway forwards these prefixes unchanged to the service that owns them (docs/architecture.md).
 API_ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/artifacts", "artifacts"),
     ("/api/runs", "artifacts"),

@@ -34,7 +34,7 @@ WAIT_SECONDS = 120
 async def skip_earlier_requests(bootstrap: str, group_id: str) -> None:
     """Commit the new group at the end of `ibflow.runs.requested`, so the service under
     test runs only this module's requests, not those other test modules left on the
-    shared broker (BROKER-NOTES: end offsets are unreliable on tansu, so read to the end)."""
+    shared broker (docs/broker-notes.md: end offsets are unreliable on tansu, so read to the end)."""
     consumer = AIOKafkaConsumer(
         topics.RUNS_REQUESTED,
         bootstrap_servers=bootstrap,

@@ -1,4 +1,4 @@
-"""DESIGN §9: services never import each other; shared imports no service."""
+"""Services never import each other; shared imports no service (docs/architecture.md)."""
 
 import ast
 from pathlib import Path

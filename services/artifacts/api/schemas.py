@@ -1,4 +1,4 @@
-"""HTTP response schemas of the artifacts service (DESIGN §4 and the API contract)."""
+"""HTTP response schemas of the artifacts service (the API contract; see docs/architecture.md)."""
 
 from __future__ import annotations
 

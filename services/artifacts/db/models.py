@@ -1,7 +1,7 @@
 """Database rows of the artifacts service (SQLAlchemy 2 declarative, `Mapped[...]`).
 
 The `artifacts` table keeps the old system's name, columns and index names
-(DESIGN §3): tools and people query them directly.
+(docs/architecture.md): tools and people query them directly.
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("artifact_id", name=op.f("pk_artifacts")),
         sa.UniqueConstraint("event_id", name=op.f("uq_artifacts_event_id")),
     )
-    # The old system's index names, kept (DESIGN §3).
+    # The old system's index names, kept (docs/architecture.md, "Database ownership").
     op.create_index("idx_artifacts_workflow_id", "artifacts", ["workflow_id"])
     op.create_index("idx_artifacts_execution_id", "artifacts", ["execution_id"])
     op.create_index("idx_artifacts_workflow_execution", "artifacts", ["workflow_id", "execution_id"])

@@ -1,6 +1,6 @@
 """IBKR's scheduled outages, when a lost connection is expected rather than alarming.
 
-Times are New York's (IBKR-NOTES): the daily server reset 00:15-01:45 ET, and the weekend
+Times are New York's (docs/ibkr-notes.md): the daily server reset 00:15-01:45 ET, and the weekend
 maintenance from Friday 23:00 to Saturday 03:00 ET. Outside these windows an outage is a
 warning; inside one it is logged quietly, and becomes an alert only when it lasts longer
 than the window plus a grace period.
