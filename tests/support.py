@@ -9,7 +9,9 @@ from pathlib import Path
 
 import httpx
 
-TERMINAL = {"succeeded", "failed"}
+# Where a run stops moving: its outcomes, and `abandoned` (no event for a long time).
+# Not `external`: an ibflow run can show it for a moment, before its run.requested lands.
+TERMINAL = {"succeeded", "partial", "failed", "abandoned"}
 
 
 def private_tmp(name: str) -> Path:
