@@ -10,7 +10,9 @@ The renderer is chosen in this order:
 
 Table shapes: `{"columns": [name | {"name", "description"}], "rows": [[...] | {...}]}`,
 pandas' split orient `{"columns": [...], "data": [[...]]}`, or a list of flat objects.
-Everything is escaped; Markdown is rendered with raw HTML disabled.
+Everything is escaped; Markdown is rendered with raw HTML disabled. Any stored value
+renders: content is parsed with shared.bounded_json, numbers of any size are text, and
+tables show at most MAX_TABLE_ROWS rows and MAX_TABLE_COLUMNS columns.
 """
 
 from __future__ import annotations
@@ -26,9 +28,12 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from services.gateway.json_tree import json_tree
+from shared import bounded_json
+from shared.bounded_json import clean_text, int_text, scalar_text
 
 RENDERERS = ("table", "image", "markdown", "metrics", "json", "text")
 MAX_TABLE_ROWS = 1000
+MAX_TABLE_COLUMNS = 200
 MAX_BARS = 50
 ARTIFACT_TREE_DEPTH = 3
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
@@ -43,7 +48,7 @@ class ArtifactView:
 
 def markdown_html(text: str) -> Markup:
     """CommonMark with tables; raw HTML in the text is shown as text, unsafe links dropped."""
-    return Markup(_markdown.render(text or ""))
+    return Markup(_markdown.render(clean_text(text or "")))
 
 
 def media_type_of(artifact: dict) -> str:
@@ -51,8 +56,9 @@ def media_type_of(artifact: dict) -> str:
 
 
 def choose_renderer(artifact: dict) -> str:
-    hint = (artifact.get("metadata") or {}).get("renderer")
-    if hint in RENDERERS:
+    metadata = artifact.get("metadata")
+    hint = metadata.get("renderer") if isinstance(metadata, dict) else None
+    if isinstance(hint, str) and hint in RENDERERS:
         return hint
     media = media_type_of(artifact)
     if media.startswith("image/"):
@@ -78,7 +84,7 @@ def decode_content(artifact: dict, content: bytes) -> Any:
     text = content.decode("utf-8", "replace")
     if media == "application/json" or media.endswith("+json"):
         try:
-            return json.loads(text)
+            return bounded_json.loads(text)
         except ValueError:
             return text
     return text
@@ -97,13 +103,18 @@ def render_artifact(artifact: dict, value: Any, renderer: str) -> ArtifactView:
         table = tabular(value)
         if table is not None:
             return _table(*table)
+        if isinstance(value, str):
+            return ArtifactView("text", Markup(f'<pre class="text-content">{escape(clean_text(value))}</pre>'),
+                                note="marked as a table, but its content is not CSV")
         return ArtifactView("json", json_tree(value, open_depth=ARTIFACT_TREE_DEPTH),
                             note="marked as a table, but its content is not table-shaped")
     if renderer == "metrics" and isinstance(value, dict):
         return ArtifactView("metrics", metrics_card(value))
     if renderer == "text" or isinstance(value, str):
-        text = value if isinstance(value, str) else json.dumps(value, indent=2)
-        return ArtifactView("text", Markup(f'<pre class="text-content">{escape(text)}</pre>'))
+        if not isinstance(value, str):
+            value = json.dumps(bounded_json.bounded(value), indent=2, ensure_ascii=False)
+        text = value
+        return ArtifactView("text", Markup(f'<pre class="text-content">{escape(clean_text(text))}</pre>'))
     if renderer != "metrics" and (table := tabular(value)) is not None:
         return _table(*table)
     return ArtifactView("json", json_tree(value, open_depth=ARTIFACT_TREE_DEPTH))
@@ -132,7 +143,7 @@ def tabular(value: Any) -> tuple[list[dict[str, str]], list[list[Any]]] | None:
         if any(isinstance(v, (dict, list)) for r in value[:50] for v in r.values()):
             return None
         names = list(dict.fromkeys(k for r in value for k in r))
-        return [{"name": str(n), "description": ""} for n in names], [[r.get(n) for n in names] for r in value]
+        return [{"name": scalar_text(n), "description": ""} for n in names], [[r.get(n) for n in names] for r in value]
     return None
 
 
@@ -140,12 +151,17 @@ def _column(column: Any) -> dict[str, str] | None:
     if isinstance(column, str):
         return {"name": column, "description": ""}
     if isinstance(column, dict) and isinstance(column.get("name"), str):
-        return {"name": column["name"], "description": str(column.get("description") or "")}
+        return {"name": column["name"], "description": scalar_text(column.get("description") or "")}
     return None
 
 
-def _csv_table(text: str, media: str) -> dict[str, Any]:
-    rows = list(csv.reader(io.StringIO(text), delimiter="\t" if media == "text/tab-separated-values" else ","))
+def _csv_table(text: str, media: str) -> dict[str, Any] | str:
+    """The table CSV text holds; the text itself when it is not CSV the reader accepts."""
+    delimiter = "\t" if media == "text/tab-separated-values" else ","
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except csv.Error:
+        return text
     if not rows:
         return {"columns": [], "rows": []}
     return {"columns": rows[0], "rows": [[_csv_cell(v) for v in r] for r in rows[1:]]}
@@ -164,19 +180,24 @@ def _csv_cell(text: str) -> Any:
 
 
 def _table(columns: list[dict[str, str]], rows: list[list[Any]]) -> ArtifactView:
+    """The columns in the order given (never sorted): the producer's order is the order."""
+    shown = columns[:MAX_TABLE_COLUMNS]
     head = "".join(
-        f'<th title="{escape(c["description"])}">{escape(c["name"])}'
-        + (f'<span class="col-desc">{escape(c["description"])}</span>' if c["description"] else "")
+        f'<th title="{escape(clean_text(c["description"]))}">{escape(clean_text(c["name"]))}'
+        + (f'<span class="col-desc">{escape(clean_text(c["description"]))}</span>' if c["description"] else "")
         + "</th>"
-        for c in columns
+        for c in shown
     )
     body = []
     for row in rows[:MAX_TABLE_ROWS]:
-        cells = [row[i] if i < len(row) else None for i in range(len(columns))]
+        cells = [row[i] if i < len(row) else None for i in range(len(shown))]
         body.append("<tr>" + "".join(_cell(v) for v in cells) + "</tr>")
-    note = None
+    notes = []
     if len(rows) > MAX_TABLE_ROWS:
-        note = f"showing the first {MAX_TABLE_ROWS} of {len(rows)} rows; the content link has all of them"
+        notes.append(f"showing the first {MAX_TABLE_ROWS} of {len(rows)} rows")
+    if len(columns) > MAX_TABLE_COLUMNS:
+        notes.append(f"the first {MAX_TABLE_COLUMNS} of {len(columns)} columns")
+    note = "; ".join(notes) + "; the content link has all of them" if notes else None
     html = (
         f'<div class="table-wrap"><table class="data-table"><thead><tr>{head}</tr></thead>'
         f'<tbody>{"".join(body)}</tbody></table></div>'
@@ -194,13 +215,15 @@ def _cell(value: Any) -> str:
         return f'<td class="num">{escape(format_number(value))}</td>'
     if isinstance(value, (dict, list)):
         return f"<td>{json_tree(value, open_depth=0)}</td>"
-    return f"<td>{escape(str(value))}</td>"
+    return f"<td>{escape(scalar_text(value))}</td>"
 
 
 def format_number(value: int | float) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, int):
+        if value.bit_length() > 64:
+            return int_text(value)
         return f"{value:,}" if abs(value) >= 10_000 else str(value)
     if not math.isfinite(value):
         return str(value)
@@ -234,21 +257,23 @@ def metrics_card(payload: dict[str, Any]) -> Markup:
         for name, value in tiles.items():
             parts.append(
                 f'<div class="metric-tile"><div class="metric-value">{escape(format_number(value))}</div>'
-                f'<div class="metric-name">{escape(name)}</div></div>'
+                f'<div class="metric-name">{escape(scalar_text(name))}</div></div>'
             )
         parts.append("</div>")
     if scalars:
         parts.append('<dl class="kv">')
         for name, value in scalars.items():
-            shown = "—" if value is None else format_number(value) if _is_number(value) else str(value)
-            parts.append(f"<dt>{escape(name)}</dt><dd>{escape(shown)}</dd>")
+            shown = "—" if value is None else format_number(value) if _is_number(value) else scalar_text(value)
+            parts.append(f"<dt>{escape(scalar_text(name))}</dt><dd>{escape(shown)}</dd>")
         parts.append("</dl>")
     for name, value in nested.items():
-        parts.append(f'<section class="metric-section"><h3>{escape(name)}</h3>')
+        parts.append(f'<section class="metric-section"><h3>{escape(scalar_text(name))}</h3>')
         table = tabular(value)
         if table:
             parts.append(str(_table(*table).html))
-        elif isinstance(value, dict) and 0 < len(value) <= MAX_BARS and all(_is_number(v) for v in value.values()):
+        elif isinstance(value, dict) and 0 < len(value) <= MAX_BARS and all(
+            _is_number(v) and abs(v) < 1e300 for v in value.values()  # bars divide as floats
+        ):
             parts.append(_bars(value))
         else:
             parts.append(str(json_tree(value, open_depth=1)))
@@ -265,7 +290,7 @@ def _bars(values: dict[str, int | float]) -> str:
         width = abs(value) / largest * 100
         negative = " negative" if value < 0 else ""
         rows.append(
-            f'<span class="bar-name">{escape(name)}</span>'
+            f'<span class="bar-name">{escape(scalar_text(name))}</span>'
             f'<span class="bar-track"><span class="bar-fill{negative}" style="width:{width:.1f}%"></span></span>'
             f'<span class="bar-value">{escape(format_number(value))}</span>'
         )
@@ -273,19 +298,22 @@ def _bars(values: dict[str, int | float]) -> str:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A number to show as one (a tile, a bar); an infinite one reads as text instead."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def download_view(artifact: dict, why: str) -> ArtifactView:
     return ArtifactView(
         "download",
         Markup(f'<div class="download"><p>{escape(why)}.</p><a class="btn" href="{escape(content_url(artifact))}" '
-               f'download>Download {escape(artifact.get("name", "content"))}</a></div>'),
+               f'download>Download {escape(scalar_text(artifact.get("name", "content")))}</a></div>'),
     )
 
 
 def content_url(artifact: dict) -> str:
-    return artifact.get("content_url") or f"/api/artifacts/{artifact['artifact_id']}/content"
+    return scalar_text(artifact.get("content_url") or f"/api/artifacts/{artifact['artifact_id']}/content")
 
 
 # --- images ----------------------------------------------------------------------------
@@ -302,5 +330,5 @@ def _image(artifact: dict, value: Any) -> ArtifactView:
     return ArtifactView(
         "image",
         Markup(f'<figure class="artifact-image"><img src="{escape(source)}" '
-               f'alt="{escape(artifact.get("name", ""))}"></figure>'),
+               f'alt="{escape(scalar_text(artifact.get("name", "")))}"></figure>'),
     )

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from services.gateway.settings import GatewaySettings
+from shared import bounded_json
 
 # The gateway forwards these prefixes unchanged to the service that owns them (docs/architecture.md).
 API_ROUTES: tuple[tuple[str, str], ...] = (
@@ -93,7 +94,8 @@ class Services:
         if response.status_code >= 400:
             raise error_of(service, response)
         try:
-            return response.json()
+            # Bounded: a stored value 5,000 levels deep must not become a RecursionError here.
+            return bounded_json.loads(response.content)
         except ValueError:
             raise DownstreamError(service, 502, f"{service.name} answered with something that is not JSON") from None
 

@@ -1,4 +1,8 @@
-"""How times, durations, sizes and statuses read on the pages (Jinja filters)."""
+"""How times, durations, sizes and statuses read on the pages (Jinja filters).
+
+Every filter takes whatever a stored record holds (a huge or non-finite number, a
+list where a string was expected) and returns text: a page never fails on a value.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from markupsafe import Markup, escape
+
+from shared.bounded_json import clean_text, int_text, scalar_text
 
 ACTIVE_STATUSES = frozenset({"queued", "running", "requested", "pending"})
 
@@ -59,8 +65,8 @@ def fmt_ago(value: Any, now: datetime | None = None) -> str:
 
 
 def fmt_duration(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "—"
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not -1e12 < seconds < 1e12:
+        return "—"  # also NaN, which no comparison admits
     if seconds < 10:
         return f"{seconds:.2f}s" if seconds < 1 else f"{seconds:.1f}s"
     if seconds < 60:
@@ -73,8 +79,10 @@ def fmt_duration(seconds: Any) -> str:
 
 
 def fmt_bytes(size: Any) -> str:
-    if not isinstance(size, int):
+    if not isinstance(size, int) or isinstance(size, bool):
         return "—"
+    if abs(size) >= 1024**4:
+        return f"{int_text(size)} B"
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB"):
         if value < 1024 or unit == "GiB":
@@ -84,13 +92,23 @@ def fmt_bytes(size: Any) -> str:
 
 
 def status_badge(status: Any) -> Markup:
-    text = str(status or "unknown")
+    text = clean_text(status) if isinstance(status, str) and status else scalar_text(status or "unknown")
     live = " live" if text in ACTIVE_STATUSES - {"pending"} else ""
     return Markup(f'<span class="badge status-{escape(text)}{live}">{escape(text)}</span>')
 
 
 def is_active(status: Any) -> bool:
-    return status in ACTIVE_STATUSES
+    return isinstance(status, str) and status in ACTIVE_STATUSES
+
+
+def symbols_text(params: Any) -> str:
+    """A run's `params.symbols` as `AAPL, MSFT`; empty when it names none."""
+    symbols = params.get("symbols") if isinstance(params, dict) else None
+    if isinstance(symbols, str):
+        return clean_text(symbols)
+    if not isinstance(symbols, list):
+        return ""
+    return ", ".join(clean_text(s) if isinstance(s, str) else scalar_text(s) for s in symbols[:200])
 
 
 FILTERS = {
@@ -101,4 +119,5 @@ FILTERS = {
     "fmt_duration": fmt_duration,
     "fmt_bytes": fmt_bytes,
     "status_badge": status_badge,
+    "symbols_text": symbols_text,
 }

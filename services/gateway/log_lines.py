@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 
 from services.gateway.formatting import fmt_clock, fmt_time
 from services.gateway.json_tree import embedded_json
+from shared.bounded_json import clean_text, scalar_text
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 ARTIFACT_FIELDS = frozenset({"artifact", "artifacts", "artifact_id", "artifact_ids", "artifact_name", "artifact_names"})
@@ -51,10 +52,12 @@ class LogLine:
 
 
 def log_line(record: dict[str, Any], execution_id: str) -> LogLine:
+    """Any record renders: text that cannot be encoded is cleaned, numbers of any size are
+    text, and a message that only looks like JSON (4,990 `[` then `]`) stays text."""
     fields = record.get("fields")
     fields = dict(fields) if isinstance(fields, dict) else ({"fields": fields} if fields is not None else {})
     message = record.get("message")
-    message = message if isinstance(message, str) else ""
+    message = clean_text(message) if isinstance(message, str) else ""
     # A message that is a whole JSON object (a logger that serialised it) reads as its
     # text, with the rest among the fields.
     inner = embedded_json(message)
@@ -62,19 +65,20 @@ def log_line(record: dict[str, Any], execution_id: str) -> LogLine:
         text_key = next((k for k in MESSAGE_KEYS if isinstance(inner.get(k), str)), None)
         message = inner.pop(text_key) if text_key else ""
         fields = {**inner, **fields}
-    level = str(record.get("level") or "INFO").upper()
-    step = record.get("step_name")
+    level = _text(record.get("level") or "INFO").upper()
+    step = _text(record.get("step_name")) if record.get("step_name") is not None else None
+    logger = record.get("logger")
     return LogLine(
-        id=record.get("id"),
-        occurred_at=str(record.get("occurred_at") or ""),
+        id=_record_id(record.get("id")),
+        occurred_at=_text(record.get("occurred_at") or ""),
         timestamp=fmt_time(record.get("occurred_at")),
         time=fmt_clock(record.get("occurred_at")),
         level=level,
         step=step,
         message=message,
-        logger=record.get("logger"),
+        logger=_text(logger) if logger is not None else None,
         fields=fields,
-        preview=[(k, _preview(v)) for k, v in list(fields.items())[:PREVIEW_FIELDS]],
+        preview=[(_text(k), _preview(v)) for k, v in list(fields.items())[:PREVIEW_FIELDS]],
         mentions=_mentions(fields, step, execution_id),
     )
 
@@ -84,14 +88,21 @@ def _preview(value: Any) -> str:
         return "{…}" if value else "{}"
     if isinstance(value, list):
         return f"[{len(value)}]"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
+    text = _text(value)
     if isinstance(value, str) and embedded_json(text) is not None:
         return "{…}" if text.strip().startswith("{") else "[…]"
     return text if len(text) <= 48 else text[:47] + "…"
+
+
+def _text(value: Any) -> str:
+    return clean_text(value) if isinstance(value, str) else scalar_text(value)
+
+
+def _record_id(value: Any) -> int | str:
+    """The API's ids are integers; anything else is kept as text so it still renders."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**63:
+        return value
+    return _text(value)
 
 
 def _mentions(fields: dict[str, Any], step: str | None, execution_id: str) -> list[Mention]:
@@ -102,6 +113,7 @@ def _mentions(fields: dict[str, Any], step: str | None, execution_id: str) -> li
         for item in value if isinstance(value, list) else [value]:
             if not isinstance(item, str) or not item:
                 continue
+            item = clean_text(item)
             if _UUID.match(item):
                 mentions.append(Mention(label=f"artifact {item[:8]}", href=f"/artifacts/{item}", key=item.lower()))
             elif step:
@@ -113,7 +125,7 @@ def _mentions(fields: dict[str, Any], step: str | None, execution_id: str) -> li
 
 def level_rank(level: str | None) -> int:
     try:
-        return LEVELS.index(str(level).upper())
+        return LEVELS.index(_text(level).upper())
     except ValueError:
         return 1
 
@@ -124,6 +136,6 @@ def matches(record: dict[str, Any], *, level: str | None, step: str | None, q: s
         return False
     if step and record.get("step_name") != step:
         return False
-    if q and q.lower() not in str(record.get("message") or "").lower():
+    if q and q.lower() not in _text(record.get("message") or "").lower():
         return False
     return True

@@ -5,7 +5,6 @@ HTML fragments and the live log stream the pages' script asks for (under `/ui/`)
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC
@@ -21,8 +20,9 @@ from services.gateway import artifact_views
 from services.gateway.downstream import DownstreamError, DownstreamUnavailable, Services, error_of
 from services.gateway.formatting import is_active, parse_time
 from services.gateway.log_lines import log_line, matches
-from services.gateway.sse import sse_events
+from services.gateway.sse import sse_events, sse_lines
 from services.gateway.templating import Templates
+from shared import bounded_json
 
 router = APIRouter(include_in_schema=False)
 
@@ -101,7 +101,8 @@ async def artifacts_page(
         context["total"] = data.get("total", 0)
         context["artifacts"] = data.get("artifacts", [])
         context["executions"] = data.get("executions", [])
-        context["known_steps"] = sorted({a["step_name"] for a in context["artifacts"] if a.get("step_name")})
+        steps = (a.get("step_name") for a in context["artifacts"])
+        context["known_steps"] = sorted({step for step in steps if isinstance(step, str) and step})
         query = {**filters, "view": view}
         if data.get("next_cursor"):
             context["next_url"] = "/artifacts?" + _query({**query, "cursor": data["next_cursor"]})
@@ -166,7 +167,8 @@ async def artifact_page(request: Request, artifact_id: str) -> Response:
     view = None
     if artifact_views.needs_content(artifact, renderer):
         limit = request.app.state.settings.preview_max_bytes
-        if (artifact.get("size_bytes") or 0) > limit:
+        size = artifact.get("size_bytes")
+        if isinstance(size, int) and size > limit:
             view = artifact_views.download_view(artifact, "This content is too large to show in the page")
         else:
             try:
@@ -357,9 +359,19 @@ async def log_page(
         return _templates(request).fragment("_problem.html", {"error": problem(exc)}, exc.status)
     lines = [log_line(r, execution_id) for r in logs.get("logs", [])]
     response = _templates(request).fragment("_log_lines.html", {"log_lines": lines})
-    response.headers["x-next-cursor"] = logs.get("next_cursor") or ""
-    response.headers["x-last-id"] = str(lines[-1].id) if lines else ""
+    response.headers["x-next-cursor"] = _header_value(logs.get("next_cursor"))
+    response.headers["x-last-id"] = _header_value(lines[-1].id) if lines else ""
     return response
+
+
+def _header_value(value: Any) -> str:
+    """A cursor or id as a header value; anything a header cannot carry (or that no API
+    sends) as nothing, so the page stops paging instead of failing."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value) if abs(value) < 2**63 else ""
+    if isinstance(value, str) and value.isascii() and value.isprintable() and len(value) <= 1000:
+        return value
+    return ""
 
 
 @router.get("/ui/runs/{execution_id}/log-stream")
@@ -387,7 +399,7 @@ async def log_stream(
                 if response.status_code != 200:
                     yield {"event": "unavailable", "data": f"the log stream answered {response.status_code}"}
                     return
-                async for event, data in sse_events(response.aiter_lines()):
+                async for event, data in sse_events(sse_lines(response.aiter_text())):
                     if event == "end":
                         yield {"event": "end", "data": "the run has ended"}
                         return
@@ -395,8 +407,9 @@ async def log_stream(
                     if record is None:
                         continue
                     if matches(record, level=level, step=step, q=q):
-                        html = templates.macro("log_line", log_line(record, execution_id))
-                        yield {"event": "line", "id": str(record.get("id", "")), "data": html}
+                        line = log_line(record, execution_id)
+                        html = templates.macro("log_line", line)
+                        yield {"event": "line", "id": _header_value(line.id), "data": html}
         except httpx.HTTPError as exc:
             yield {"event": "unavailable", "data": str(DownstreamUnavailable(service, exc))}
 
@@ -405,7 +418,7 @@ async def log_stream(
 
 def _record(data: str) -> dict[str, Any] | None:
     try:
-        record = json.loads(data)
+        record = bounded_json.loads(data)
     except ValueError:
         return None
     return record if isinstance(record, dict) and "id" in record else None

@@ -185,3 +185,93 @@ async def test_static_files_are_served_with_fingerprinted_urls():
     css = page.text.split('href="/static/app.css?v=')[1].split('"')[0]
     assert len(css) == 10
     assert (await get(services({}), "/static/app.css")).headers["content-type"].startswith("text/css")
+
+
+# --- any stored value renders ---------------------------------------------------------------
+
+BRACKETS = "[" * 4990 + "]" * 4990
+HUGE = "7" * 5000
+
+
+def raw_json(text: str):
+    """An answer written as JSON text: json.dumps cannot even build 5,000 levels."""
+    return lambda request: httpx.Response(200, content=text.encode(), headers={"content-type": "application/json"})
+
+
+def deep(depth: int) -> str:
+    return '{"k": ' * depth + "[" * depth + HUGE + "]" * depth + "}" * depth
+
+
+def odd_log(record_id: int, message: str, fields: str) -> str:
+    return (f'{{"id": {record_id}, "event_id": "e{record_id}", "occurred_at": "2026-03-02T14:00:0{record_id}Z",'
+            f' "level": "INFO", "step_name": "fetch", "message": {json.dumps(message)}, "logger": "x",'
+            f' "fields": {fields}}}')
+
+
+ODD_LOGS = ('{"logs": [' + ", ".join([
+    odd_log(1, BRACKETS, "{}"),
+    odd_log(2, "deep", '{"deep": ' + deep(2500) + "}"),
+    odd_log(3, "odd \\ud800 text \\u2028 <script>alert(1)</script>", '{"\\udfff": "\\u0000", "n": ' + HUGE + "}"),
+    odd_log(4, '{"message": "serialised", "inner": ' + json.dumps("[" * 3000 + "]" * 3000) + "}",
+            '{"s": "{\\"a\\": 1}"}'),
+]) + '], "next_cursor": "\\u2028bad cursor"}')
+
+
+def odd_artifact(metadata: str, payload: str, **fields) -> str:
+    base = {**ARTIFACT, "has_inline_payload": True, "uri": None, "size_bytes": None, "media_type": "application/json",
+            **fields}
+    body = json.dumps({k: v for k, v in base.items() if k not in ("metadata", "payload")})
+    return body[:-1] + f', "metadata": {metadata}, "payload": {payload}}}'
+
+
+@pytest.mark.parametrize("path", ["/runs/run-1", "/ui/runs/run-1/log-lines", "/ui/runs/run-1/summary"])
+async def test_run_pages_render_any_stored_log_record(path):
+    run = json.dumps({**RUN, "params": {}})[:-1].replace('"params": {}', '"params": {"symbols": 5, "deep": '
+                                                        + deep(3000) + "}") + "}"
+    page = await get(services({"/api/runs/run-1": raw_json(run), "/api/runs/run-1/logs": raw_json(ODD_LOGS),
+                               "/api/artifacts/": {"artifacts": [], "total": 0, "limit": 500, "next_cursor": None}}),
+                     path)
+    assert page.status_code == 200, page.text[:500]
+    assert "<script>alert(1)" not in page.text
+    if "summary" not in path:
+        assert BRACKETS in page.text  # shown as the text it is
+        assert "nested deeper than 32 levels" not in page.text or "jt-more" in page.text
+        assert page.text.count('class="log-line') == 4
+    if path.endswith("log-lines"):
+        assert page.headers["x-next-cursor"] == "" and page.headers["x-last-id"] == "4"
+
+
+@pytest.mark.parametrize("metadata, payload", [
+    (deep(300), deep(300)),
+    (deep(5000), deep(5000)),
+    ('{"n": ' + HUGE + ', "renderer": {"x": 1}}', '{"n": -' + HUGE + ', "f": 1e400}'),
+    ('{"\\ud800": "\\udc00\\u0000"}', '"\\ud83d <img src=x onerror=alert(1)>"'),
+    ('{"renderer": "table"}',
+     '{"columns": ["a", {"name": "b", "description": ' + deep(40) + '}], "rows": [[' + HUGE + ", 1e400]]}"),
+    ('{"renderer": "metrics"}', '{"metrics": {"a": ' + HUGE + ', "b": 1.5}, "bars": {"x": 1.5, "y": ' + HUGE + "}}"),
+    ('{"renderer": "text"}', deep(400)),
+])
+async def test_artifact_pages_render_any_stored_value(metadata, payload):
+    body = odd_artifact(metadata, payload)
+    listing = '{"artifacts": [' + body + '], "total": 1, "limit": 50, "next_cursor": null}'
+    routes = services({f"/api/artifacts/{ARTIFACT_ID}": raw_json(body), "/api/artifacts/": raw_json(listing),
+                       "/api/workflows": WORKFLOWS})
+    for path in (f"/artifacts/{ARTIFACT_ID}", "/artifacts", "/ui/artifacts?execution_id=run-1"):
+        page = await get(routes, path)
+        assert page.status_code == 200, (path, page.text[:500])
+        assert "<img src=x" not in page.text
+
+
+async def test_the_live_stream_renders_any_stored_record():
+    def stream(request: httpx.Request) -> httpx.Response:
+        records = [{"id": 1, "message": BRACKETS, "step_name": "fetch", "level": "INFO"},
+                   {"id": 5, "message": "a line\u2028separator and \u0085 next line", "fields": {"n": 10**30},
+                    "level": 7}]
+        body = "".join(f"id: {r['id']}\r\ndata: {json.dumps(r, ensure_ascii=False)}\r\n\r\n" for r in records)
+        body += f"data: {'{'}\"id\": 6, \"fields\": {deep(2000)}{'}'}\n\nevent: end\ndata: {{}}\n\n"
+        return httpx.Response(200, content=body.encode(), headers={"content-type": "text/event-stream"})
+
+    response = await get(services({"/api/runs/run-1/logs/stream": stream}), "/ui/runs/run-1/log-stream")
+    events = [block for block in response.text.replace("\r\n", "\n").split("\n\n") if "event:" in block]
+    assert ["event: line" in e for e in events] == [True, True, True, False] and "event: end" in events[-1]
+    assert BRACKETS in events[0] and "separator and \u0085 next line" in events[1]
