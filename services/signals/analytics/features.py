@@ -42,8 +42,8 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     "volume_ratio_20": "Volume relative to its 20-bar average volume.",
 }
 
-# Scale-free columns only: the model pools symbols whose prices differ by orders of
-# magnitude, so raw price-level columns (sma_20, macd, atr_14) would leak the symbol.
+# Scale-free columns only: a symbol's price level drifts over the years its model trains
+# on, so raw price-level columns (sma_20, macd, atr_14) would make old rows unlike new ones.
 MODEL_FEATURES: tuple[str, ...] = (
     "ret_1d",
     "ret_5d",
