@@ -125,7 +125,8 @@ def _verdict_notice(metrics: Mapping, per_symbol: Mapping[str, Mapping]) -> list
     if not metrics.get("verdict_text"):
         return []
     lines = [f"> **Model verdict**: {metrics['verdict_text']}"]
-    for verdict, label in (("worse", "did worse than its baselines"), ("no_better", "did not clearly beat its baselines")):
+    shortfalls = (("worse", "did worse than its baselines"), ("no_better", "did not clearly beat its baselines"))
+    for verdict, label in shortfalls:
         symbols = [s for s, m in per_symbol.items() if m.get("verdict") == verdict]
         if symbols:
             lines += [">", f"> Symbols whose own model {label}: {', '.join(symbols)}."]
