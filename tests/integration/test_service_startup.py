@@ -61,10 +61,9 @@ def service_env(name: str, database_url: str, kafka_env: dict[str, str], store: 
         "SIGNALS_CONSUMER_GROUP_ID": f"startup-test-signals-{free_port()}",
         "ARTIFACTS_CONSUMER_GROUP_ID": f"startup-test-artifacts-{free_port()}",
         "IBFLOW_STACK_FILE": str(store / "no-stack.json"),
+        **({"DATABASE_URL": database_url} if name != "signals" else {}),
         **overrides,
     }
-    if name != "signals":
-        env["DATABASE_URL"] = database_url
     return stack_env(**env)
 
 
@@ -160,6 +159,23 @@ def test_a_refused_idempotent_producer_stops_the_process_naming_the_variable(nam
            "idempotent producers (InitProducerId answered UnknownError)" in output
     assert "set KAFKA_ENABLE_IDEMPOTENCE=false" in output
     assert LEAK not in output
+
+
+@pytest.mark.parametrize(("name", "overrides", "message"), [
+    ("artifacts", {"DATABASE_URL": ""}, "DATABASE_URL is not a URL"),
+    ("scheduler", {"DATABASE_URL": "mysql://ibflow@db/ibflow"},
+     "invalid configuration: DATABASE_URL must point to PostgreSQL, not 'mysql'"),
+    ("signals", {"KAFKA_SESSION_TIMEOUT_MS": "soon"},
+     "invalid configuration: KAFKA_SESSION_TIMEOUT_MS: Input should be a valid integer"),
+])
+def test_an_unusable_setting_is_one_error_line_and_exit_code_3(name, overrides, message, database_url, kafka_env,
+                                                                tmp_path, processes):
+    service = ServiceProcess(name, service_env(name, database_url, kafka_env, tmp_path, **overrides), tmp_path)
+    processes.append(service)
+    assert service.process.wait(timeout=120) == EXIT_CODE
+    output = service.output()
+    assert f"{name} cannot start: {message}" in output
+    assert "Traceback" not in output
 
 
 class LeakWatch:
