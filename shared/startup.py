@@ -112,6 +112,7 @@ class Startup:
 
     async def _fail(self, exc: Exception) -> None:
         self.state, self.failure = "failed", exc
+        self.serving_requests = False  # what served them is being stopped
         self.reason = f"start-up failed: {describe(exc)}"
         log.error("%s cannot start: %s", self.service, exc,
                   extra={"startup": "failed", "error_type": type(exc).__name__})
