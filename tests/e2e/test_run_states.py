@@ -139,6 +139,7 @@ def test_an_outside_producers_artifact_makes_an_external_run_not_a_running_one(s
     assert run is not None, f"no run {execution_id} within 60 s"
     assert run["status"] == "external", run
     assert run["artifact_count"] == 1
+    assert [(s["step_name"], s["status"]) for s in run["steps"]] == [("train", "external")]
     running = httpx.get(f"{gateway}/api/runs", params={"status": "running", "limit": 500}).json()["runs"]
     assert execution_id not in {r["execution_id"] for r in running}
     external = httpx.get(f"{gateway}/api/runs", params={"status": "external", "limit": 500}).json()["runs"]

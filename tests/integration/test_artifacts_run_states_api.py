@@ -127,3 +127,9 @@ async def test_run_detail_has_failed_items_and_skipped_steps_with_the_reason(cli
     ]
     quiet = (await client.get("/api/runs/run-quiet")).json()
     assert quiet["status"] == "abandoned" and "ARTIFACTS_RUN_ABANDONED_AFTER_SECONDS" in quiet["error"]
+
+
+async def test_an_external_runs_step_is_external_not_running(client):
+    external = (await client.get("/api/runs/my_dag__2026-11-28")).json()
+    assert [(s["step_name"], s["status"]) for s in external["steps"]] == [("train", "external")]
+    assert external["duration_seconds"] is None and external["finished_at"] is None

@@ -1,4 +1,5 @@
-"""The migration to partial / external runs and skipped steps, up and down, on rows that exist."""
+"""The migrations to partial / external runs and skipped / external steps, up and down,
+on rows that exist."""
 
 import pytest
 from alembic import command
@@ -9,7 +10,7 @@ from shared.database import normalize_database_url
 
 pytestmark = pytest.mark.integration
 BEFORE = "a7c1e2f40001"
-AFTER = "a7c1e2f40002"
+AFTER = "a7c1e2f40003"
 
 
 async def alembic(url: str, action: str, revision: str) -> None:
@@ -51,7 +52,10 @@ async def test_an_outside_run_becomes_external_and_the_downgrade_keeps_every_row
         INSERT INTO artifacts (artifact_id, event_id, name, kind, media_type, workflow_id, execution_id,
                                created_at, payload)
         VALUES (gen_random_uuid(), gen_random_uuid(), 'validation metrics', 'metrics', 'application/json',
-                'my_dag', 'my_dag__2026-11-28', '2026-11-28 10:05+00', '{"auc": 0.71}');
+                'my_dag', 'my_dag__2026-11-28', '2026-11-28 10:05+00', '{"auc": 0.71}')
+    """, """
+        INSERT INTO run_steps (execution_id, step_name, position, status, attempt)
+        VALUES ('my_dag__2026-11-28', 'train', 0, 'running', 0), ('manual-1', 'fetch', 0, 'running', 1)
     """)
 
     await alembic(url, "upgrade", AFTER)
@@ -59,6 +63,9 @@ async def test_an_outside_run_becomes_external_and_the_downgrade_keeps_every_row
     assert rows == [
         ("manual-1", "running", "2026-11-28 09:00:01+00", "[]"),
         ("my_dag__2026-11-28", "external", "2026-11-28 10:05:00+00", "[]"),
+    ]
+    assert await sql(url, "SELECT execution_id, status FROM run_steps ORDER BY 1") == [
+        ("manual-1", "running"), ("my_dag__2026-11-28", "external")
     ]
 
     await sql(url, """
@@ -73,5 +80,7 @@ async def test_an_outside_run_becomes_external_and_the_downgrade_keeps_every_row
         ("manual-1", "failed", "finished with failed items"),
         ("my_dag__2026-11-28", "running", None),
     ]
-    assert await sql(url, "SELECT status FROM run_steps") == [("pending",)]
+    assert await sql(url, "SELECT step_name, status FROM run_steps ORDER BY 1") == [
+        ("fetch", "running"), ("publish_signals", "pending"), ("train", "running")
+    ]
     await alembic(url, "upgrade", AFTER)

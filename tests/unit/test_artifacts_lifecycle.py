@@ -118,10 +118,11 @@ def test_a_log_before_run_started_makes_the_step_known_and_the_run_running_once_
     run = fold(LogRecorded(**IDS, step_name="fetch_market_data", message="connecting", occurred_at=at(0)))
     # Nothing yet says ibflow runs it (topics are not ordered with each other).
     assert run.status == "external"
-    assert (step(run, "fetch_market_data").status, step(run, "fetch_market_data").attempt) == ("running", 0)
+    assert (step(run, "fetch_market_data").status, step(run, "fetch_market_data").attempt) == ("external", 0)
     # run.started arriving later puts the already-known step in its planned place.
     apply_event(run, RunStarted(**IDS, steps=STEPS[::-1], occurred_at=at(-1)))
     assert run.status == "running"
+    assert step(run, "fetch_market_data").status == "running"
     assert [s.step_name for s in run.steps] == STEPS[::-1]
     assert run.opened_at == at(-1)
 

@@ -81,6 +81,8 @@ def test_an_outside_producers_artifact_makes_an_external_run_not_a_running_one()
     run = fold(outside_artifact())
     assert run.status == "external"
     assert run.last_event_at == at(0)
+    # Its step is not running either: ibflow knows nothing of its lifecycle.
+    assert [(s.step_name, s.status, s.attempt) for s in run.steps] == [("train", "external", 0)]
 
 
 def test_an_external_run_stays_external_with_more_artifacts_and_logs():
@@ -94,7 +96,8 @@ def test_an_external_run_stays_external_with_more_artifacts_and_logs():
 
 
 def test_an_outside_producer_may_close_its_run_with_an_outcome():
-    assert fold(outside_artifact(0), RunSucceeded(**OUTSIDE, occurred_at=at(9))).status == "succeeded"
+    closed = fold(outside_artifact(0), RunSucceeded(**OUTSIDE, occurred_at=at(9)))
+    assert (closed.status, closed.steps[0].status) == ("succeeded", "external")
     failed = fold(outside_artifact(0), RunFailed(**OUTSIDE, error="task train failed", occurred_at=at(9)))
     assert (failed.status, failed.error) == ("failed", "task train failed")
 
@@ -109,9 +112,9 @@ def test_a_request_or_start_arriving_after_an_early_artifact_makes_an_ibflow_run
         artifact = ArtifactCreated(**IDS, step_name="fetch_market_data", name="market_data", kind="dataset",
                                    payload={}, occurred_at=at(2))
         run = fold(artifact)
-        assert run.status == "external"
+        assert (run.status, step(run, "fetch_market_data").status) == ("external", "external")
         apply_event(run, late)
-        assert run.status == "running", late
+        assert (run.status, step(run, "fetch_market_data").status) == ("running", "running"), late
 
 
 def test_a_requested_run_is_queued_and_running_once_anything_else_arrives():
@@ -203,7 +206,8 @@ def test_skipped_steps_fold_the_same_whatever_the_arrival_order():
 
 
 def test_a_real_attempt_of_a_step_supersedes_its_skip_and_a_late_skip_changes_nothing():
-    skipped = StepSkipped(**IDS, step_name="compute_features", reason="step fetch_market_data failed", occurred_at=at(3))
+    reason = "step fetch_market_data failed"
+    skipped = StepSkipped(**IDS, step_name="compute_features", reason=reason, occurred_at=at(3))
     started = StepStarted(**IDS, step_name="compute_features", occurred_at=at(10))
     succeeded = StepSucceeded(**IDS, step_name="compute_features", occurred_at=at(12))
     for order in permutations((skipped, started, succeeded)):
@@ -215,7 +219,9 @@ def test_a_real_attempt_of_a_step_supersedes_its_skip_and_a_late_skip_changes_no
 
 
 def test_an_open_run_quiet_for_longer_than_the_limit_is_shown_as_abandoned():
-    run = fold(RunRequested(**IDS, trigger="manual", occurred_at=at(0)), RunStarted(**IDS, steps=STEPS, occurred_at=at(1)))
+    run = fold(
+        RunRequested(**IDS, trigger="manual", occurred_at=at(0)), RunStarted(**IDS, steps=STEPS, occurred_at=at(1))
+    )
     now = at(7 * 3600)
     cutoff = now - timedelta(hours=6)
     assert abandoned_since(run, cutoff) == at(1)

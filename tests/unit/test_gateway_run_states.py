@@ -36,7 +36,7 @@ FAILED = run("run-failed", "failed", error="step fetch_market_data failed: NoMar
                             "duration_seconds": None, "skipped_reason": "step fetch_market_data failed"}])
 EXTERNAL = run("my_dag__2026-11-28", "external", workflow_id="my_dag", trigger=None, params={}, requested_at=None,
                started_at=None, finished_at=None, duration_seconds=None, steps_total=1, steps_finished=0,
-               progress=0.0, steps=[STEP | {"step_name": "train", "status": "running", "attempt": 0}])
+               progress=0.0, steps=[STEP | {"step_name": "train", "status": "external", "attempt": 0}])
 ABANDONED = run("run-quiet", "abandoned", finished_at=None, duration_seconds=None, steps_finished=0, progress=0.0,
                 error="no event since 2026-03-02 14:00:09 UTC: running runs that stay quiet longer than "
                       "ARTIFACTS_RUN_ABANDONED_AFTER_SECONDS are shown as abandoned")
@@ -80,6 +80,7 @@ async def test_the_runs_list_shows_each_state_and_the_failed_symbols_with_their_
     assert 'badge status-partial"' in partial
     assert "<strong>TSLA</strong> failed: no security definition" in partial
     assert 'badge status-external"' in row_of(page, "my_dag__2026-11-28")
+    assert "1 step seen, outside ibflow" in row_of(page, "my_dag__2026-11-28")
     assert "live" not in row_of(page, "my_dag__2026-11-28").split("</td>")[0]
     assert 'badge status-abandoned"' in row_of(page, "run-quiet") and "no event since" in row_of(page, "run-quiet")
     for status in ("partial", "external", "abandoned"):
@@ -103,8 +104,9 @@ async def test_the_run_page_shows_skipped_steps_with_the_reason():
 async def test_an_external_run_is_not_live_and_has_no_watchlist():
     page = (await get("/runs/my_dag__2026-11-28")).text
     assert 'data-status="external"' in page and 'data-live="false"' in page
-    assert "watchlist" not in page
+    assert "watchlist" not in page and "Progress" not in page
     assert 'id="external-run"' in page and "Not run by ibflow" in page
+    assert 'class="step step-external"' in page
 
 
 async def test_an_abandoned_run_says_since_when_it_is_quiet():

@@ -9,7 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 RunStatus = Literal["queued", "running", "succeeded", "partial", "failed", "external", "abandoned"]
-StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped"]
+StepStatus = Literal["pending", "running", "succeeded", "failed", "skipped", "external"]
 RUN_STATUS_DESCRIPTION = (
     "queued: requested, not started; running: started, no outcome yet; succeeded: the workflow "
     "ended and nothing failed; partial: it ended but some items failed (see failed_items); "

@@ -31,7 +31,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # run.requested or run.started says ibflow ran it. (`abandoned` is not stored: the API
 # derives it from `last_event_at`, so the next event of such a run revives it.)
 RUN_STATUSES = ("queued", "running", "succeeded", "failed", "partial", "external")
-STEP_STATUSES = ("pending", "running", "succeeded", "failed", "skipped")
+# A step of an external run is `external`: only its artifacts or logs are known.
+STEP_STATUSES = ("pending", "running", "succeeded", "failed", "skipped", "external")
 # A run's outcomes: the workflow reached an end.
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "partial"})
 # Steps that will not move any more in this attempt.

@@ -8,9 +8,10 @@ These functions change rows in memory; `store.store_batch` loads and saves them.
 A run's status, until an outcome (`run.succeeded`, `run.partial`, `run.failed`) arrives:
 `queued` once ibflow requested it, `running` once it started or anything of it arrived
 after the request, and `external` while only artifacts, logs or step events of it are
-known: a producer outside ibflow, which ibflow does not track. The later of two outcome
-events is the outcome. A step's `skipped` (an earlier step failed) counts as attempt 0:
-any real attempt of the step supersedes it.
+known: a producer outside ibflow, which ibflow does not track; the steps such events
+name are `external` too. The later of two outcome events is the outcome. A step's
+`skipped` (an earlier step failed) counts as attempt 0: any real attempt of the step
+supersedes it.
 """
 
 from __future__ import annotations
@@ -55,11 +56,20 @@ def apply_event(run: Run, event: Event) -> None:
             step_of(run, event.step_name, seen_running=True)
     if run.status not in TERMINAL_STATUSES:
         run.status = _open_status(run, event)
+    if _run_by_ibflow(run):
+        for step in run.steps:
+            if step.status == "external":
+                # Seen at work before ibflow's own events of the run arrived.
+                step.status = "running"
+
+
+def _run_by_ibflow(run: Run) -> bool:
+    return run.requested_at is not None or run.started_at is not None
 
 
 def _open_status(run: Run, event: Event) -> str:
     """The status of a run without an outcome, after `event`."""
-    if run.requested_at is None and run.started_at is None:
+    if not _run_by_ibflow(run):
         return "external"
     # Anything but the request itself, now or before, means the run has begun.
     begun = run.started_at is not None or run.status in ("running", "external") or not isinstance(event, RunRequested)
@@ -74,7 +84,7 @@ def step_of(run: Run, step_name: str, *, seen_running: bool) -> RunStep:
         execution_id=run.execution_id,
         step_name=step_name,
         position=len(run.steps),
-        status="running" if seen_running else "pending",
+        status=("running" if _run_by_ibflow(run) else "external") if seen_running else "pending",
         attempt=0,
         artifact_count=0,
     )
@@ -134,7 +144,7 @@ def _finished(run: Run, event: RunSucceeded | RunPartiallySucceeded | RunFailed)
 
 
 def _phase(status: str) -> int:
-    return 2 if status in FINISHED_STEP_STATUSES else 1 if status == "running" else 0
+    return 2 if status in FINISHED_STEP_STATUSES else 1 if status in ("running", "external") else 0
 
 
 def _skipped(step: RunStep, event: StepSkipped) -> None:
