@@ -146,7 +146,7 @@ class Startup:
                     raise
                 self.attempts += 1
                 self.last_error = describe(exc)
-                log.warning("start-up is %s: %s; trying again in %.1fs", reason, self.last_error, delay)
+                log.warning("%s: not yet (%s); trying again in %.1fs", reason, self.last_error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
