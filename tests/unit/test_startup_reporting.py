@@ -56,7 +56,8 @@ def test_the_gateway_says_starting_with_the_reason_when_a_service_starts():
     # the scheduler still reports the database: the database component is its view
     assert result.components["database"].status == "ok"
     ibkr = result.components["ibkr"]
-    assert ibkr.status == "starting" and ibkr.error == "the signals service is starting: waiting for the broker at k:9092"
+    assert ibkr.status == "starting"
+    assert ibkr.error == "the signals service is starting: waiting for the broker at k:9092"
 
 
 def test_the_database_is_starting_when_every_service_that_uses_it_is():
