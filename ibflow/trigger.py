@@ -202,7 +202,7 @@ class PlainProgress:
             line = f"  step {name}: {status}"
             if step.get("duration_seconds") is not None and status != "running":
                 line += f" ({step['duration_seconds']:.1f}s)"
-            if why := step.get("error") or step.get("reason"):
+            if why := step.get("error") or step.get("skipped_reason"):
                 line += f": {why}"
             self._say(line)
 
@@ -219,7 +219,7 @@ def show_outcome(run: dict, console: Console) -> None:
     if run.get("error"):
         console.print(f"  error: {run['error']}", markup=False, highlight=False, soft_wrap=True)
     for step in run.get("steps") or []:
-        why = step.get("error") or step.get("reason")
+        why = step.get("error") or step.get("skipped_reason")
         if step["status"] in ("failed", "skipped") and why:
             console.print(f"  step {step['step_name']} {step['status']}: {why}",
                           markup=False, highlight=False, soft_wrap=True)

@@ -118,7 +118,7 @@ def test_a_partial_run_lists_its_failed_items_and_exits_2():
 def test_a_failed_run_says_why_and_exits_1():
     failed_run = run("failed", 1, error="fetch_market_data: no symbol had data")
     failed_run["steps"][1].update(status="failed", error="no bars")
-    failed_run["steps"][2].update(status="skipped", error="compute_features failed")
+    failed_run["steps"][2].update(status="skipped", skipped_reason="compute_features failed")
     code, out, _ = call(FakeGateway([failed_run]))
     assert code == EXIT_FAILED
     assert "  error: fetch_market_data: no symbol had data" in out
