@@ -57,6 +57,8 @@ class Runtime:
             group_id=settings.artifacts_consumer_group_id,
             max_records=settings.artifacts_batch_max_records,
             batch_timeout_ms=settings.artifacts_batch_timeout_ms,
+            max_partition_fetch_bytes=settings.artifacts_max_partition_fetch_bytes,
+            fetch_max_bytes=settings.artifacts_fetch_max_bytes,
             db_retry_seconds=settings.artifacts_db_retry_seconds,
             client_id=CLIENT_ID,
         )

@@ -15,6 +15,9 @@ class ArtifactsSettings(KafkaSettings, DatabaseSettings, HttpSettings, ArtifactS
     artifacts_consumer_group_id: str = "ibflow-artifacts"
     artifacts_batch_max_records: int = Field(default=500, ge=1, le=5000)
     artifacts_batch_timeout_ms: int = Field(default=200, ge=1)
+    # How much one fetch from the broker may bring, per partition and in all.
+    artifacts_max_partition_fetch_bytes: int = Field(default=1024 * 1024, ge=64 * 1024)
+    artifacts_fetch_max_bytes: int = Field(default=50 * 1024 * 1024, ge=64 * 1024)
     # How long a batch is retried in place while the database is unreachable before the
     # consumer seeks back and fetches it again (polling keeps its group membership).
     artifacts_db_retry_seconds: float = Field(default=30.0, gt=0)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
@@ -53,6 +55,20 @@ class ConsumerStats:
     last_error: str | None = None
     last_error_at: datetime | None = None
     assigned: list[str] = field(default_factory=list)
+    # When the group last gave this member its partitions (monotonic clock): where a
+    # measurement of the consumer starts, without the seconds a group join takes.
+    assigned_at: float | None = None
+
+
+class NoteAssignment(ConsumerRebalanceListener):
+    def __init__(self, stats: ConsumerStats) -> None:
+        self._stats = stats
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        self._stats.assigned_at = time.monotonic()
 
 
 def new_rule(kafka: KafkaSettings, publish_dead_letter: PublishDeadLetter) -> ConsumerRule:
@@ -94,6 +110,8 @@ class BatchConsumer:
         group_id: str,
         max_records: int = 500,
         batch_timeout_ms: int = 200,
+        max_partition_fetch_bytes: int = 1024 * 1024,
+        fetch_max_bytes: int = 50 * 1024 * 1024,
         db_retry_seconds: float = 30.0,
         client_id: str = "ibflow-artifacts",
         after_store: AfterStore | None = None,
@@ -109,6 +127,8 @@ class BatchConsumer:
         self._group_id = group_id
         self._max_records = max_records
         self._batch_timeout_ms = batch_timeout_ms
+        self._max_partition_fetch_bytes = max_partition_fetch_bytes
+        self._fetch_max_bytes = fetch_max_bytes
         self._db_retry_seconds = db_retry_seconds
         self._client_id = client_id
         self._after_store = after_store
@@ -125,14 +145,29 @@ class BatchConsumer:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            *CONSUMED_TOPICS,
-            bootstrap_servers=self._kafka.kafka_bootstrap_servers,
-            client_id=self._client_id,
-            enable_auto_commit=False,
+    @property
+    def max_records(self) -> int:
+        return self._max_records
+
+    @property
+    def batch_timeout_ms(self) -> int:
+        return self._batch_timeout_ms
+
+    def client_options(self) -> dict[str, Any]:
+        """What this consumer's aiokafka client is built with (the benchmark reads the
+        same records with the same options to measure the broker's own rate)."""
+        return {
+            "bootstrap_servers": self._kafka.kafka_bootstrap_servers,
+            "client_id": self._client_id,
+            "enable_auto_commit": False,
+            "max_partition_fetch_bytes": self._max_partition_fetch_bytes,
+            "fetch_max_bytes": self._fetch_max_bytes,
             **consumer_options(self._kafka, group_id=self._group_id),
-        )
+        }
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(**self.client_options())
+        self._consumer.subscribe(CONSUMED_TOPICS, listener=NoteAssignment(self.stats))
         try:
             await self._consumer.start()
         except BaseException:
