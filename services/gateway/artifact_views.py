@@ -10,6 +10,10 @@ The renderer is chosen in this order:
 
 Table shapes: `{"columns": [name | {"name", "description"}], "rows": [[...] | {...}]}`,
 pandas' split orient `{"columns": [...], "data": [[...]]}`, or a list of flat objects.
+Columns keep the producer's order and are never sorted. A list of objects has no order
+of its own once stored (PostgreSQL's JSONB keeps keys shortest first), so a producer
+names it in `metadata.columns`: `{"<payload key>": ["col", ...]}` ("" for a payload that
+is itself the list); columns it does not name follow in the order first seen.
 Everything is escaped; Markdown is rendered with raw HTML disabled. Any stored value
 renders: content is parsed with shared.bounded_json, numbers of any size are text, and
 tables show at most MAX_TABLE_ROWS rows and MAX_TABLE_COLUMNS columns.
@@ -34,6 +38,7 @@ from shared.bounded_json import clean_text, int_text, scalar_text
 RENDERERS = ("table", "image", "markdown", "metrics", "json", "text")
 MAX_TABLE_ROWS = 1000
 MAX_TABLE_COLUMNS = 200
+LONG_CELL = 40
 MAX_BARS = 50
 ARTIFACT_TREE_DEPTH = 3
 _markdown = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable(["table", "strikethrough"])
@@ -100,7 +105,7 @@ def render_artifact(artifact: dict, value: Any, renderer: str) -> ArtifactView:
     if renderer == "table":
         if isinstance(value, str):
             value = _csv_table(value, media_type_of(artifact))
-        table = tabular(value)
+        table = tabular(value, _column_order(artifact, ""))
         if table is not None:
             return _table(*table)
         if isinstance(value, str):
@@ -109,13 +114,13 @@ def render_artifact(artifact: dict, value: Any, renderer: str) -> ArtifactView:
         return ArtifactView("json", json_tree(value, open_depth=ARTIFACT_TREE_DEPTH),
                             note="marked as a table, but its content is not table-shaped")
     if renderer == "metrics" and isinstance(value, dict):
-        return ArtifactView("metrics", metrics_card(value))
+        return ArtifactView("metrics", metrics_card(value, _column_order(artifact)))
     if renderer == "text" or isinstance(value, str):
         if not isinstance(value, str):
             value = json.dumps(bounded_json.bounded(value), indent=2, ensure_ascii=False)
         text = value
         return ArtifactView("text", Markup(f'<pre class="text-content">{escape(clean_text(text))}</pre>'))
-    if renderer != "metrics" and (table := tabular(value)) is not None:
+    if renderer != "metrics" and (table := tabular(value, _column_order(artifact, ""))) is not None:
         return _table(*table)
     return ArtifactView("json", json_tree(value, open_depth=ARTIFACT_TREE_DEPTH))
 
@@ -123,8 +128,17 @@ def render_artifact(artifact: dict, value: Any, renderer: str) -> ArtifactView:
 # --- tables ----------------------------------------------------------------------------
 
 
-def tabular(value: Any) -> tuple[list[dict[str, str]], list[list[Any]]] | None:
-    """(columns, rows) when `value` is one of the table shapes, else None."""
+def _column_order(artifact: dict, key: str | None = None) -> Any:
+    """The producer's `metadata.columns` (all of it, or the order it names for `key`)."""
+    metadata = artifact.get("metadata")
+    hints = metadata.get("columns") if isinstance(metadata, dict) else None
+    hints = hints if isinstance(hints, dict) else {}
+    return hints if key is None else hints.get(key)
+
+
+def tabular(value: Any, order: Any = None) -> tuple[list[dict[str, str]], list[list[Any]]] | None:
+    """(columns, rows) when `value` is one of the table shapes, else None; `order` names
+    the columns of a list of objects first (see the module's docstring)."""
     if isinstance(value, dict) and isinstance(value.get("columns"), list):
         columns = [_column(c) for c in value["columns"]]
         raw_rows = value.get("rows", value.get("data"))
@@ -143,6 +157,9 @@ def tabular(value: Any) -> tuple[list[dict[str, str]], list[list[Any]]] | None:
         if any(isinstance(v, (dict, list)) for r in value[:50] for v in r.values()):
             return None
         names = list(dict.fromkeys(k for r in value for k in r))
+        if isinstance(order, list):
+            named = [n for n in dict.fromkeys(order) if isinstance(n, str) and n in names]
+            names = named + [n for n in names if n not in named]
         return [{"name": scalar_text(n), "description": ""} for n in names], [[r.get(n) for n in names] for r in value]
     return None
 
@@ -199,9 +216,11 @@ def _table(columns: list[dict[str, str]], rows: list[list[Any]]) -> ArtifactView
         notes.append(f"the first {MAX_TABLE_COLUMNS} of {len(columns)} columns")
     note = "; ".join(notes) + "; the content link has all of them" if notes else None
     html = (
-        f'<div class="table-wrap"><table class="data-table"><thead><tr>{head}</tr></thead>'
-        f'<tbody>{"".join(body)}</tbody></table></div>'
-        f'<p class="muted small">{len(rows)} row{"s" if len(rows) != 1 else ""} × {len(columns)} columns</p>'
+        # The frame holds the "more to the side" shade while the wrap scrolls (app.js).
+        f'<div class="table-frame"><div class="table-wrap"><table class="data-table">'
+        f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div></div>'
+        f'<p class="muted small">{len(rows)} row{"s" if len(rows) != 1 else ""} × {len(columns)} columns'
+        '<span class="scroll-hint"> · scroll sideways for the rest</span></p>'
     )
     return ArtifactView("table", Markup(html), note)
 
@@ -215,7 +234,9 @@ def _cell(value: Any) -> str:
         return f'<td class="num">{escape(format_number(value))}</td>'
     if isinstance(value, (dict, list)):
         return f"<td>{json_tree(value, open_depth=0)}</td>"
-    return f"<td>{escape(scalar_text(value))}</td>"
+    text = scalar_text(value)
+    # Short values stay on one line (the table scrolls sideways); long texts wrap.
+    return f'<td class="long">{escape(text)}</td>' if len(text) > LONG_CELL else f"<td>{escape(text)}</td>"
 
 
 def format_number(value: int | float) -> str:
@@ -239,8 +260,9 @@ def format_number(value: int | float) -> str:
 # --- metrics ---------------------------------------------------------------------------
 
 
-def metrics_card(payload: dict[str, Any]) -> Markup:
-    """Numbers as tiles, short texts as a key/value list, anything nested as a tree."""
+def metrics_card(payload: dict[str, Any], column_orders: dict[str, Any] | None = None) -> Markup:
+    """Numbers as tiles, short texts as a key/value list, tables as tables (columns in
+    `column_orders[name]` first), anything else nested as a tree."""
     metrics = payload.get("metrics") if isinstance(payload.get("metrics"), dict) else None
     source = metrics if metrics is not None else payload
     tiles = {k: v for k, v in source.items() if _is_number(v)}
@@ -268,7 +290,7 @@ def metrics_card(payload: dict[str, Any]) -> Markup:
         parts.append("</dl>")
     for name, value in nested.items():
         parts.append(f'<section class="metric-section"><h3>{escape(scalar_text(name))}</h3>')
-        table = tabular(value)
+        table = tabular(value, (column_orders or {}).get(name))
         if table:
             parts.append(str(_table(*table).html))
         elif isinstance(value, dict) and 0 < len(value) <= MAX_BARS and all(

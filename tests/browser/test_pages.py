@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,6 +71,8 @@ class FakeIbflow:
         self.next_log_id = 1
         self.paused = False
         self.tasks: set[asyncio.Task] = set()
+        # execution id -> changes still to come, one applied after each time the run is read
+        self.on_read: dict[str, list[Callable[[], None]]] = {}
         self.app = self._app()
 
     # -- state -----------------------------------------------------------------------------
@@ -150,6 +153,7 @@ class FakeIbflow:
         return summary
 
     def clear(self) -> None:
+        self.on_read.clear()
         self.runs.clear()
         self.artifacts.clear()
         self.content.clear()
@@ -327,7 +331,10 @@ class FakeIbflow:
         async def get_run(execution_id: str) -> dict:
             if execution_id not in fake.runs:
                 raise HTTPException(404, f"no run {execution_id}")
-            return fake.runs[execution_id]
+            answer = json.loads(json.dumps(fake.runs[execution_id]))
+            if fake.on_read.get(execution_id):
+                fake.on_read[execution_id].pop(0)()
+            return answer
 
         levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -709,3 +716,95 @@ async def test_runs_list_shows_progress_of_active_runs(fake, gateway, page, scre
     fake.step(run_id, "publish_signals", "succeeded")
     fake.finish(run_id)
     await expect(row.locator(".badge")).to_have_text("succeeded")  # the table refreshes itself
+
+
+async def test_run_page_header_steps_and_counts_follow_a_running_run(fake, gateway, page, screenshots):
+    """The fake moves the run one step further each time it is read: what the page shows
+    can only change if the page asks again while the run runs."""
+    fake.clear()
+    run_id = "run-progress-0001"
+    run = fake.new_run(run_id, status="queued", symbols=["AAPL"])
+    planned, run["steps"], run["steps_total"] = run["steps"], [], 0
+
+    def start() -> None:
+        run.update(steps=planned, steps_total=len(STEPS), status="running", started_at=iso(datetime.now(UTC)))
+        fake.log(run_id, "run started", fields={"symbols": ["AAPL"]})
+
+    def advance(name: str, status: str) -> Callable[[], None]:
+        def change() -> None:
+            fake.step(run_id, name, status)
+            fake.log(run_id, f"step {name} {status}", step=name)
+        return change
+
+    changes = [start]
+    for name in STEPS:
+        changes += [advance(name, "running"), advance(name, "succeeded")]
+
+    fake.on_read[run_id] = [lambda: None, *changes, lambda: fake.finish(run_id)]  # the page's own read changes nothing
+
+    response = await page.goto(f"{gateway}/runs/{run_id}")
+    first = await response.text()
+    assert "0 of ? steps" in first and "No steps recorded yet" in first and "0 records" in first
+
+    header = page.locator(".run-summary .run-facts")
+    status = header.locator(".fact").first.locator(".badge")
+    await expect(status).to_have_text("running")
+    await expect(page.locator("#steps > li.step")).to_have_count(len(STEPS))
+    await expect(page.locator("select[name=step] option")).to_have_count(len(STEPS) + 1)
+    await expect(page.locator("#step-fetch_market_data")).to_have_class(re.compile(r"\bstep-running\b"))
+    await expect(header).to_contain_text("2 of 4 steps")
+    # One look at the page while the run still runs: header, step list and counts agree.
+    seen = await page.evaluate("""() => ({
+        status: document.querySelector('.run-facts .badge').textContent,
+        progress: document.querySelector('.run-facts .fact-wide .fact-label').textContent,
+        succeeded: document.querySelectorAll('#steps > li.step-succeeded').length,
+        logs: document.querySelector('.log-count').textContent,
+    })""")
+    finished = int(re.search(r"(\d) of 4 steps", seen["progress"]).group(1))
+    assert seen["status"] == "running" and finished >= 2 and seen["succeeded"] == finished
+    assert seen["logs"] != "0 records"
+    await expect(page.locator("#log-list .log-line", has_text="step compute_features succeeded")).to_have_count(1)
+    await shot(page, screenshots, "run-progress-live")
+
+    await expect(status).to_have_text("succeeded")
+    await expect(page.locator("#steps > li.step-succeeded")).to_have_count(len(STEPS))
+    await expect(header).to_contain_text("4 of 4 steps")
+    await expect(page.locator(".log-count")).to_have_text(f"{len(fake.logs[run_id])} records")
+    await expect(page.locator(".live-indicator")).to_be_hidden()
+
+
+FOLD_COLUMNS = ["fold", "train_start", "train_end", "train_label_end", "train_rows", "test_start", "test_end",
+                "accuracy", "precision", "hit_rate", "baseline_accuracy", "n", "n_decisive", "up_rate"]
+
+
+async def test_model_tables_keep_the_models_column_order_and_scroll_sideways(fake, gateway, page, screenshots):
+    fake.clear()
+    fake.new_run("run-model-0001", status="succeeded")
+    folds = [{name: (f"2013-0{i + 1}-0{j % 9 + 1}T00:00:00+00:00" if "start" in name or "end" in name
+                     else round(0.5 + i / 100 + j / 1000, 4)) for j, name in enumerate(FOLD_COLUMNS)}
+             for i in range(5)]
+    # As PostgreSQL's JSONB hands objects back: shortest key first. The model names its order.
+    stored = [dict(sorted(fold.items(), key=lambda kv: (len(kv[0]), kv[0]))) for fold in folds]
+    model = fake.artifact("run-model-0001", "model", "model", step="generate_signals", payload={
+        "model_type": "LogisticRegression", "metrics": {"accuracy": 0.49, "baseline_accuracy": 0.51},
+        "folds": stored, "feature_names": ["rsi_14", "sma_ratio"]}, metadata={"columns": {"folds": FOLD_COLUMNS}})
+    await page.goto(f"{gateway}/artifacts/{model['artifact_id']}")
+    section = page.locator(".metric-section", has=page.locator("h3", has_text="folds"))
+    headers = await section.locator("thead th").evaluate_all("ths => ths.map(th => th.firstChild.textContent)")
+    assert headers == FOLD_COLUMNS
+    frame, wrap = section.locator(".table-frame"), section.locator(".table-wrap")
+    sizes = await wrap.evaluate("""w => ({scroll: w.scrollWidth, client: w.clientWidth,
+                                          overflow: getComputedStyle(w).overflowX,
+                                          page: document.documentElement.scrollWidth, viewport: innerWidth})""")
+    assert sizes["overflow"] in ("auto", "scroll")
+    assert sizes["scroll"] > sizes["client"]  # wider than its card: it scrolls, the page does not
+    assert sizes["page"] <= sizes["viewport"]
+    await expect(frame).to_have_class(re.compile(r"\bmore-right\b"))
+    await expect(section.locator(".scroll-hint")).to_be_visible()
+    await shot(page, screenshots, "artifact-model-wide-table")
+    last = section.locator("thead th").last
+    await last.scroll_into_view_if_needed()
+    box, seen = await last.bounding_box(), await wrap.bounding_box()
+    assert seen["x"] <= box["x"] and box["x"] + box["width"] <= seen["x"] + seen["width"] + 1
+    await expect(frame).to_have_class(re.compile(r"\bmore-left\b"))
+    await expect(frame).not_to_have_class(re.compile(r"\bmore-right\b"))

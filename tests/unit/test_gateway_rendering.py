@@ -186,3 +186,17 @@ async def test_server_sent_events_are_read_as_sent():
                                            (3725, "1h 02m"), (None, "—")])
 def test_durations(seconds, text):
     assert fmt_duration(seconds) == text
+
+
+def test_tables_keep_the_producers_column_order_even_after_jsonb_reordered_the_keys():
+    order = ["fold", "train_start", "train_end", "n", "accuracy", "extra_named"]
+    # What PostgreSQL's JSONB hands back: keys shortest first; a column the hint does not name.
+    stored = [{"n": 3, "fold": 0, "accuracy": 0.5, "train_end": "b", "train_start": "a", "unnamed": 1}]
+    card = render_artifact(artifact(kind="model", metadata={"columns": {"folds": order}}), {"folds": stored},
+                           "metrics")
+    headers = re.findall(r'<th title="[^"]*">([^<]+)', str(card.html))
+    assert headers == ["fold", "train_start", "train_end", "n", "accuracy", "unnamed"]
+    listing = render_artifact(artifact(metadata={"columns": {"": ["train_start", "fold"]}}), stored, "json")
+    assert re.findall(r'<th title="[^"]*">([^<]+)', str(listing.html))[:3] == ["train_start", "fold", "n"]
+    unhinted = render_artifact(artifact(kind="model"), {"folds": stored}, "metrics")
+    assert re.findall(r'<th title="[^"]*">([^<]+)', str(unhinted.html))[:2] == ["n", "fold"]  # as given, not sorted

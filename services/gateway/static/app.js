@@ -129,6 +129,19 @@ const ibflow = (() => {
     } catch (_) { /* keep the last view; try again */ }
   }
 
+  /* A data table wider than its card scrolls sideways: its frame shades the side with more. */
+  function shadeSideways(frame) {
+    const wrap = frame.querySelector(":scope > .table-wrap");
+    if (!wrap) return;
+    const update = () => {
+      frame.classList.toggle("more-left", wrap.scrollLeft > 1);
+      frame.classList.toggle("more-right", wrap.scrollWidth - wrap.clientWidth - wrap.scrollLeft > 1);
+    };
+    wrap.addEventListener("scroll", update, { passive: true });
+    if (window.ResizeObserver) new ResizeObserver(update).observe(wrap);
+    update();
+  }
+
   async function loadInto(container) {
     if (container.dataset.loaded) return;
     container.dataset.loaded = "1";
@@ -180,6 +193,7 @@ const ibflow = (() => {
         button.closest(".card").querySelectorAll("details.jt-node").forEach((node) => { node.open = open; });
       });
     });
+    document.querySelectorAll(".table-frame").forEach(shadeSideways);
     const runsTable = document.getElementById("runs-table");
     if (runsTable) {
       const active = () => runsTable.querySelector("[data-active=true]") !== null;

@@ -1,15 +1,63 @@
-/* The run page: refreshing status and steps while the run is active, and the log viewer
-   (filters, paging as you scroll, live tail, links between log lines and artifacts).
-   Log lines arrive as HTML rendered and escaped by the server. */
+/* The run page: its header, step list and counts follow the run while it is active, and
+   the log viewer (filters, paging as you scroll, live tail, links between log lines and
+   artifacts). Log lines and the summary arrive as HTML rendered and escaped by the server. */
 "use strict";
 
 (() => {
   const summary = document.getElementById("run-summary");
   const viewer = document.getElementById("logs");
+  // While the run is queued or running (any other status is an end), the summary is asked
+  // for every POLL_MS, and sooner when the live tail brings a line.
+  const POLL_MS = 1000;
+  const AFTER_LINE_MS = 250;
+  const poller = { timer: null, dueAt: 0, inFlight: null };
 
   function summaryIsActive() {
     const current = summary.querySelector(".run-summary");
     return current !== null && current.dataset.active === "true";
+  }
+
+  function refreshSummary() {
+    if (!poller.inFlight) {
+      poller.inFlight = ibflow.refreshOnce(summary, summary.dataset.refresh, onSummary)
+        .finally(() => { poller.inFlight = null; });
+    }
+    return poller.inFlight;
+  }
+
+  function pollIn(delay) {
+    const dueAt = Date.now() + delay;
+    if (poller.timer !== null && poller.dueAt <= dueAt) return; // an earlier ask is already due
+    clearTimeout(poller.timer);
+    poller.dueAt = dueAt;
+    poller.timer = setTimeout(async () => {
+      poller.timer = null;
+      await refreshSummary();
+      if (summaryIsActive()) pollIn(POLL_MS);
+    }, delay);
+  }
+
+  function onSummary() {
+    showLogCount();
+    showStepChoices();
+  }
+
+  function showLogCount() {
+    const current = summary.querySelector(".run-summary");
+    const counter = viewer && viewer.querySelector(".log-count");
+    if (!current || !counter) return;
+    const count = Number(current.dataset.logCount);
+    counter.textContent = count + " record" + (count === 1 ? "" : "s");
+  }
+
+  function showStepChoices() {
+    // Steps appear once the run starts: the log filter offers each one as it is known.
+    const select = viewer && viewer.querySelector("select[name=step]");
+    if (!select) return;
+    const known = new Set(Array.from(select.options, (option) => option.value));
+    summary.querySelectorAll("#steps > li[data-step]").forEach((step) => {
+      if (!known.has(step.dataset.step)) select.add(new Option(step.dataset.step, step.dataset.step));
+    });
   }
 
   if (summary && summary.querySelector("[data-waiting]")) {
@@ -19,19 +67,11 @@
         const response = await fetch(summary.dataset.refresh);
         if (response.ok) { window.location.reload(); return; }
       } catch (_) { /* try again */ }
-      setTimeout(poll, 1000);
+      setTimeout(poll, POLL_MS);
     };
-    setTimeout(poll, 1000);
+    setTimeout(poll, POLL_MS);
   } else if (summary && summaryIsActive()) {
-    ibflow.refreshEvery(summary, summary.dataset.refresh, () => 1500, summaryIsActive, showLogCount);
-  }
-
-  function showLogCount() {
-    const current = summary.querySelector(".run-summary");
-    const counter = viewer && viewer.querySelector(".log-count");
-    if (!current || !counter) return;
-    const count = Number(current.dataset.logCount);
-    counter.textContent = count + " record" + (count === 1 ? "" : "s");
+    pollIn(POLL_MS);
   }
 
   if (!viewer) return;
@@ -127,6 +167,7 @@
     state.stream = source;
     liveIndicator.hidden = false;
     source.addEventListener("line", (event) => {
+      if (summaryIsActive()) pollIn(AFTER_LINE_MS);
       state.pending.push(event.data);
       if (event.lastEventId) state.lastId = event.lastEventId;
       if (state.pending.length === 1) requestAnimationFrame(flushPending);
@@ -134,7 +175,7 @@
     source.addEventListener("end", () => {
       state.live = false;
       stopLive();
-      ibflow.refreshOnce(summary, summary.dataset.refresh, showLogCount);
+      pollIn(0); // the run's final state, and on until the summary says it has ended
       setStatus("the run has ended · " + list.querySelectorAll(".log-line").length + " lines shown");
     });
     source.addEventListener("unavailable", (event) => setStatus("live tail interrupted: " + event.data + " — retrying"));
