@@ -33,6 +33,20 @@ def table_payload(frame: pd.DataFrame, descriptions: Mapping[str, str]) -> dict[
     return {"columns": columns, "rows": rows}
 
 
+def column_orders(value: Any) -> dict[str, list[str]]:
+    """The column order of each list of flat rows in an inline JSON value ("" for the
+    value itself): it is stored as JSONB, which keeps no key order, so the UI reads the
+    order from `metadata.columns`. A table payload (`columns` + `rows`) names its own."""
+    if isinstance(value, dict) and isinstance(value.get("columns"), list):
+        return {}
+    tables = {"": value} if isinstance(value, list) else value if isinstance(value, dict) else {}
+    return {
+        key: list(dict.fromkeys(column for row in rows for column in row))
+        for key, rows in tables.items()
+        if isinstance(rows, list) and rows and all(isinstance(row, dict) for row in rows)
+    }
+
+
 def _cell(value: Any) -> Any:
     if value is None or value is pd.NaT or value is pd.NA:
         return None
@@ -66,6 +80,8 @@ class StepArtifacts:
         value = jsonable(value)
         encoded = json.dumps(value, separators=(",", ":")).encode()
         if len(encoded) <= self._inline_max_bytes:
+            if orders := column_orders(value):
+                metadata = {"columns": orders, **(metadata or {})}
             return await self._publish(name, kind, JSON, metadata, payload=value)
         return await self.content(name, kind, encoded, JSON, metadata=metadata)
 
