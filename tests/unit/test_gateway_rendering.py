@@ -11,7 +11,7 @@ from services.gateway.artifact_views import choose_renderer, decode_content, met
 from services.gateway.formatting import fmt_duration
 from services.gateway.json_tree import json_tree
 from services.gateway.log_lines import log_line, matches
-from services.gateway.sse import sse_events
+from services.gateway.sse import sse_events, sse_lines
 
 pytestmark = pytest.mark.unit
 
@@ -200,3 +200,13 @@ def test_tables_keep_the_producers_column_order_even_after_jsonb_reordered_the_k
     assert re.findall(r'<th title="[^"]*">([^<]+)', str(listing.html))[:3] == ["train_start", "fold", "n"]
     unhinted = render_artifact(artifact(kind="model"), {"folds": stored}, "metrics")
     assert re.findall(r'<th title="[^"]*">([^<]+)', str(unhinted.html))[:2] == ["n", "fold"]  # as given, not sorted
+
+
+async def test_event_stream_lines_end_only_where_the_format_says():
+    text = "a\r\nb\rc\nd\u2028e\x85f\r\n\r\nlast"
+    for cut in range(len(text) + 1):  # wherever the chunks happen to split, even inside a CRLF
+        async def chunks():
+            yield text[:cut]
+            yield text[cut:]
+
+        assert [line async for line in sse_lines(chunks())] == ["a", "b", "c", "d\u2028e\x85f", "", "last"]
