@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal, Self
 from uuid import UUID, uuid4
 
@@ -83,12 +83,15 @@ class RunParams(BaseModel):
     symbols: list[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9.]{0,11}$")]] | None = Field(
         default=None, min_length=1, max_length=100
     )
+    as_of: date | None = Field(
+        default=None, description="run as of this date's close: market data ends at it, nothing later is used"
+    )
 
 
 class RunRequested(Event):
     topic: ClassVar[str] = topics.RUNS_REQUESTED
     event_type: Literal["run.requested"] = "run.requested"
-    trigger: Literal["schedule", "manual"]
+    trigger: Literal["schedule", "manual", "backfill"]
     params: RunParams = RunParams()
     scheduled_for: datetime | None = None
     requested_by: str | None = None

@@ -283,15 +283,22 @@ class ClientSession:
             log.warning("%s: historical request %d violates pacing: %s", self.label, req_id, reason)
             await self._error(req_id, ErrorCode.HISTORICAL_DATA_SERVICE, PACING_VIOLATION_TEXT)
             return
+        replay_date = self._context.replay.replay_date
         bars = duration.select(self._context.data.bars(stock.symbol), end)
-        if bar_size != DAILY_BAR_SIZE or what not in SERVED_WHAT_TO_SHOW or not bars:
-            await self._error(
-                req_id, ErrorCode.HISTORICAL_DATA_SERVICE,
-                f"{HMDS_PREFIX}HMDS query returned no data: {stock.symbol}@{exchange} {what_to_show} "
-                f"(the fake gateway replays {DAILY_BAR_SIZE} bars of {', '.join(sorted(SERVED_WHAT_TO_SHOW))})",
-            )
+        if bar_size != DAILY_BAR_SIZE or what not in SERVED_WHAT_TO_SHOW:
+            why = f"the fake gateway replays {DAILY_BAR_SIZE} bars of {', '.join(sorted(SERVED_WHAT_TO_SHOW))}"
+        elif end > replay_date:
+            # after the replay's "today" nothing has happened yet
+            why = f"the replay ends at {replay_date:%Y%m%d}; {end:%Y%m%d} has not happened yet"
+        elif not bars:
+            why = f"no bars in the {duration_text.strip()} up to {end:%Y%m%d}"
+        else:
+            await self._send(historical_data_message(req_id, bars, bars[0].day, end, what))
             return
-        await self._send(historical_data_message(req_id, bars, bars[0].day, end, what))
+        await self._error(
+            req_id, ErrorCode.HISTORICAL_DATA_SERVICE,
+            f"{HMDS_PREFIX}HMDS query returned no data: {stock.symbol}@{exchange} {what_to_show} ({why})",
+        )
 
     async def _req_mkt_data(self, fields: list[str]) -> None:
         req_id = int(fields[2])

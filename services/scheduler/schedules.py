@@ -42,7 +42,7 @@ def schedule_policy(row: Schedule) -> SchedulePolicy:
 
 def validated_params(params: dict[str, Any] | RunParams) -> dict[str, Any]:
     try:
-        return RunParams.model_validate(params).model_dump(exclude_none=True)
+        return RunParams.model_validate(params).model_dump(mode="json", exclude_none=True)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'params'}: {err['msg']}" for err in exc.errors()
@@ -121,6 +121,9 @@ def validated_changes(changes: dict[str, Any]) -> dict[str, Any]:
             clean["max_active_runs"] = value
         elif field == "default_params":
             clean["default_params"] = validated_params(value or {})
+            if "as_of" in clean["default_params"]:
+                raise ScheduleError("default_params cannot hold as_of: it would pin every run of the schedule "
+                                    "to one date; give as_of to a single run or use a backfill")
         elif field == "paused":
             clean["paused"] = bool(value)
         else:

@@ -272,6 +272,20 @@ async def test_intraday_bars_are_not_served(ib: IB) -> None:
     assert "HMDS query returned no data" in raised.value.message
 
 
+@pytest.mark.parametrize(
+    ("end", "why"),
+    [
+        (date(2013, 3, 4), "the replay ends at 20130301; 20130304 has not happened yet"),
+        (date(1999, 12, 31), "no bars in the 1 Y up to 19991231"),
+    ],
+)
+async def test_an_end_date_outside_the_sample_data_is_162_no_data(ib: IB, end: date, why: str) -> None:
+    with pytest.raises(RequestError) as raised:
+        await ib.reqHistoricalDataAsync(await qualified_aapl(ib), end, "1 Y", "1 day", "TRADES", True)
+    assert raised.value.code == 162
+    assert raised.value.message.endswith(f"HMDS query returned no data: AAPL@SMART TRADES ({why})")
+
+
 async def test_a_malformed_duration_is_a_validation_warning(ib: IB) -> None:
     errors = ErrorLog(ib)
     contract = await qualified_aapl(ib)

@@ -183,6 +183,31 @@ async def test_a_rerun_is_served_from_the_cache_without_asking_ibkr(gateway, sta
     assert provider.health().detail["cached_bar_series"] == 2
 
 
+async def test_runs_as_of_many_past_dates_ask_ibkr_once_per_symbol(gateway, start, provider_logs):
+    """A backfill: each run ends at its own date; the first fetches the symbol's history up
+    to the last closed session, the others are sliced from it."""
+    provider = await start(gateway.port)
+    instruments = [await qualified(provider, symbol) for symbol in ("AAPL", "MSFT", "IBM", "GOOG")]
+    ends = [datetime.date(2012, 6, 1) + datetime.timedelta(days=n) for n in range(0, 92, 3)]
+    for end in ends:
+        for instrument in instruments:
+            series = await provider.daily_bars(instrument, days=3 * 365, end=end)
+            assert series.last_date <= end
+            assert_bars_are_the_sample_rows(series, instrument.symbol, end - datetime.timedelta(days=3 * 365), end)
+    assert provider.pacing.used_in_window() == len(instruments)
+    assert sum("from the history fetched up to 2013-03-01" in r.getMessage()
+               for r in ibkr_records(provider_logs)) == len(instruments) * (len(ends) - 1)
+
+
+async def test_an_as_of_date_after_the_replay_is_162_no_data(gateway, start):
+    provider = await start(gateway.port)
+    aapl = await qualified(provider, "AAPL")
+    with pytest.raises(MarketDataError) as raised:
+        await provider.daily_bars(aapl, days=365, end=datetime.date(2013, 3, 8))
+    assert raised.value.code == 162
+    assert "20130308 has not happened yet" in raised.value.message
+
+
 async def test_own_pacing_keeps_the_gateways_pacing_rules(gateway, start):
     """Seven requests for one contract in a row: the fake gateway answers the sixth within
     2 s with 162; ibflow's limiter holds it back instead."""

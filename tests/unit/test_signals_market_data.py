@@ -96,6 +96,12 @@ async def test_a_window_outside_the_file_is_a_market_data_error(provider):
     assert caught.value.symbol == "IBM"
 
 
+async def test_a_date_after_the_file_has_no_bars_rather_than_the_last_ones(provider):
+    instrument = (await provider.qualify(["IBM"]))["IBM"]
+    with pytest.raises(MarketDataError, match="no bars as of 2013-03-04: the sample file covers"):
+        await provider.daily_bars(instrument, days=30, end=datetime.date(2013, 3, 4))
+
+
 async def test_quotes_replay_the_last_close(provider):
     instruments = [v for v in (await provider.qualify(["AAPL", "IBM"])).values()]
     quotes = [q async for q in provider.stream_quotes(instruments)]

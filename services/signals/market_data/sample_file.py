@@ -100,6 +100,12 @@ class SampleFileProvider:
         bars = self._bars.get(instrument.symbol)
         if not bars:
             raise MarketDataError(instrument.symbol, "no bars in the sample file for this symbol")
+        if end is not None and end > bars[-1].date:
+            # what the replay has not reached yet does not exist: as IBKR answers for the future
+            raise MarketDataError(
+                instrument.symbol,
+                f"no bars as of {end}: the sample file covers {bars[0].date} .. {bars[-1].date}",
+            )
         end = end or bars[-1].date
         start = end - datetime.timedelta(days=days)
         window = tuple(bar for bar in bars if start < bar.date <= end)

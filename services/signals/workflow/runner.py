@@ -16,6 +16,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Literal, Protocol
 
 from services.signals.market_data.provider import MarketDataProvider
@@ -76,6 +77,8 @@ class StepContext:
     artifacts: StepArtifacts
     # The run's failed items so far, shared by its steps.
     failed_items: list[FailedItem] = field(default_factory=list)
+    # A run as of a past close: its market data ends at this date (None: the latest data).
+    as_of: date | None = None
 
     def item_failed(self, item: str, reason: str, *, code: int | None = None) -> None:
         """`item` (a symbol) could not be processed in this step, and the step goes on
@@ -133,12 +136,14 @@ async def run_workflow(
     emitter = RunEmitter(publish, workflow_id=request.workflow_id, execution_id=request.execution_id)
     run_log = StepLog(emitter, None)
     symbols = run_symbols(request, resources.watchlist)
-    params = {**request.params.model_dump(exclude_none=True), "symbols": list(symbols)}
+    params = {**request.params.model_dump(mode="json", exclude_none=True), "symbols": list(symbols)}
     await emitter.emit(
         RunStarted, "run.started", trigger=request.trigger, params=params, steps=workflow.step_names
     )
+    as_of = request.params.as_of
     await run_log.info(
-        f"run started: {len(workflow.steps)} steps for {', '.join(symbols)}",
+        f"run started: {len(workflow.steps)} steps for {', '.join(symbols)}"
+        + (f" as of {as_of.isoformat()}" if as_of else ""),
         trigger=request.trigger,
         steps=workflow.step_names,
         symbols=list(symbols),
@@ -162,6 +167,7 @@ async def run_workflow(
                 emitter, resources.store, step_name=step.name, inline_max_bytes=resources.inline_max_bytes
             ),
             failed_items=failed_items,
+            as_of=as_of,
         )
         await emitter.emit(StepStarted, f"step.started:{step.name}:{ATTEMPT}", step_name=step.name, attempt=ATTEMPT)
         step_started = time.monotonic()

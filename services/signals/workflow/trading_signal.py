@@ -164,6 +164,7 @@ async def fetch_market_data(ctx: StepContext, _: None) -> MarketData:
         CSV,
         metadata={
             **summary,
+            **({"as_of": ctx.as_of.isoformat()} if ctx.as_of else {}),
             "columns": [{"name": c, "description": BAR_DESCRIPTIONS[c]} for c in bars_table.columns],
         },
     )
@@ -192,9 +193,12 @@ async def fetch_market_data(ctx: StepContext, _: None) -> MarketData:
 
 
 async def _fetch(ctx: StepContext, instrument: Instrument) -> BarSeries:
-    series = await ctx.resources.provider.daily_bars(instrument, days=ctx.resources.history_days)
+    series = await ctx.resources.provider.daily_bars(instrument, days=ctx.resources.history_days, end=ctx.as_of)
     if not series.bars:
         raise MarketDataError(instrument.symbol, "the provider returned no bars")
+    if ctx.as_of is not None and series.last_date > ctx.as_of:
+        # a provider that ignored `end` would leak what happened after the run's date into it
+        raise MarketDataError(instrument.symbol, f"the provider returned bars after as_of {ctx.as_of}")
     await ctx.log.info(
         f"{instrument.symbol}: {len(series.bars)} daily bars {series.first_date} .. {series.last_date}",
         symbol=instrument.symbol,

@@ -8,7 +8,10 @@ means, logged where they happen. A request cut off by a dropped socket or by err
 
 Daily bars already fetched are kept (`IBKR_BAR_CACHE_ENTRIES`), keyed by conId, end
 date, duration, data type and RTH, as long as the bars can no longer change (the
-session they end in has closed), so a rerun does not ask IBKR again.
+session they end in has closed), so a rerun does not ask IBKR again. Bars that end at a
+past date (a run as of that date) come from one history per contract, fetched up to the
+last closed session and sliced per date: a backfill of many dates asks IBKR once per
+symbol, not once per date, and stays far inside its pacing limits.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import random
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from services.signals.market_data.ibkr import errors
 from services.signals.market_data.ibkr.client import DELAYED, LIVE, IbGatewayClient, IbRequestError
@@ -43,6 +46,7 @@ from services.signals.market_data.models import Bar, BarSeries, Instrument, Mark
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+V = TypeVar("V")
 SESSION_CLOSE = datetime.time(16, 0)
 # A gateway clock this far from ours serves a replay (the fake gateway), not today's market.
 REPLAY_CLOCK_OFFSET = datetime.timedelta(days=1)
@@ -85,29 +89,41 @@ class _QuoteStream:
         self.queue.put_nowait(quote)
 
 
-class BarCache:
+class BarCache(Generic[V]):
     """Least recently used bar series, at most `entries` of them."""
 
     def __init__(self, entries: int) -> None:
         self._entries = entries
-        self._bars: OrderedDict[Hashable, tuple[Bar, ...]] = OrderedDict()
+        self._bars: OrderedDict[Hashable, V] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._bars)
 
-    def get(self, key: Hashable) -> tuple[Bar, ...] | None:
+    def get(self, key: Hashable) -> V | None:
         bars = self._bars.get(key)
         if bars is not None:
             self._bars.move_to_end(key)
         return bars
 
-    def put(self, key: Hashable, bars: tuple[Bar, ...]) -> None:
+    def put(self, key: Hashable, bars: V) -> None:
         if self._entries <= 0:
             return
         self._bars[key] = bars
         self._bars.move_to_end(key)
         while len(self._bars) > self._entries:
             self._bars.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class BarHistory:
+    """A contract's final daily bars, fetched for the days after `since` up to `until`."""
+
+    since: datetime.date
+    until: datetime.date
+    bars: tuple[Bar, ...]
+
+    def covers(self, since: datetime.date, until: datetime.date) -> bool:
+        return self.since <= since and until <= self.until
 
 
 class IbkrProvider:
@@ -153,7 +169,8 @@ class IbkrProvider:
         self._supervisor.add_ready_hook(self._after_connect)
         self._supervisor.add_data_lost_hook(self._after_data_lost)
         self._pacing = pacing or PacingLimiter()
-        self._cache = BarCache(settings.ibkr_bar_cache_entries)
+        self._cache: BarCache[tuple[Bar, ...] | BarHistory] = BarCache(settings.ibkr_bar_cache_entries)
+        self._history_locks: dict[int, asyncio.Lock] = {}
         self._instruments: dict[str, Instrument] = {}
         self._streams: set[_QuoteStream] = set()
         self._subscribed: dict[int, Instrument] = {}
@@ -240,33 +257,22 @@ class IbkrProvider:
             raise MarketDataError(instrument.symbol, f"not an IBKR instrument (no conId; source {instrument.source}): "
                                   "qualify it with the IBKR provider first")
         s = self._settings
-        what, rth, duration, end_text = s.ibkr_what_to_show, s.ibkr_use_rth, ibkr_duration(days), ibkr_end(end)
+        what, rth, duration = s.ibkr_what_to_show, s.ibkr_use_rth, ibkr_duration(days)
         gateway_now = self._client.gateway_now().astimezone(NEW_YORK)
-        key = (instrument.con_id, end or f"latest as of {gateway_now.date()}", duration, what, rth)
-        bars = self._cache.get(key)
-        if bars is None:
-            await self._check_entitlement(instrument)
-            bars = await self._call(
-                instrument.symbol,
-                HISTORICAL,
-                lambda timeout: self._client.daily_bars(
-                    instrument, end=end_text, duration=duration, what_to_show=what, use_rth=rth, timeout=timeout
-                ),
-                paced=_Paced(
-                    request_key=(instrument.con_id, end_text, duration, what, rth),
-                    contract_key=(instrument.con_id, instrument.exchange, what),
-                    cost=2 if what == "BID_ASK" else 1,
-                ),
-            )
-            if self._final(end, gateway_now):
-                self._cache.put(key, bars)
-            log.info("IBKR %s for %s: %d bars %s .. %s", HISTORICAL, instrument.symbol, len(bars),
-                     bars[0].date if bars else "-", bars[-1].date if bars else "-",
-                     extra={"symbol": instrument.symbol, "bars": len(bars), "duration": duration,
-                            "end": end_text or "now", "what_to_show": what})
+        if end is not None and self._final(end, gateway_now):
+            bars = await self._history(instrument, since=end - datetime.timedelta(days=days), until=end,
+                                       gateway_now=gateway_now)
         else:
-            log.info("IBKR %s for %s: %d bars from the cache", HISTORICAL, instrument.symbol, len(bars),
-                     extra={"symbol": instrument.symbol, "bars": len(bars), "cached": True})
+            key = (instrument.con_id, end or f"latest as of {gateway_now.date()}", duration, what, rth)
+            cached = self._cache.get(key)
+            if isinstance(cached, tuple):
+                bars = cached
+                log.info("IBKR %s for %s: %d bars from the cache", HISTORICAL, instrument.symbol, len(bars),
+                         extra={"symbol": instrument.symbol, "bars": len(bars), "cached": True})
+            else:
+                bars = await self._request_bars(instrument, end_text=ibkr_end(end), duration=duration)
+                if self._final(end, gateway_now):
+                    self._cache.put(key, bars)
         last = end or (bars[-1].date if bars else gateway_now.date())
         start = last - datetime.timedelta(days=days)
         window = tuple(bar for bar in bars if start < bar.date <= last)
@@ -280,6 +286,60 @@ class IbkrProvider:
             delayed=self.delayed,
             replayed=abs(self._client.gateway_now() - utc_now()) > REPLAY_CLOCK_OFFSET,
         )
+
+    async def _request_bars(self, instrument: Instrument, *, end_text: str, duration: str) -> tuple[Bar, ...]:
+        s = self._settings
+        what, rth = s.ibkr_what_to_show, s.ibkr_use_rth
+        await self._check_entitlement(instrument)
+        bars = await self._call(
+            instrument.symbol,
+            HISTORICAL,
+            lambda timeout: self._client.daily_bars(
+                instrument, end=end_text, duration=duration, what_to_show=what, use_rth=rth, timeout=timeout
+            ),
+            paced=_Paced(
+                request_key=(instrument.con_id, end_text, duration, what, rth),
+                contract_key=(instrument.con_id, instrument.exchange, what),
+                cost=2 if what == "BID_ASK" else 1,
+            ),
+        )
+        log.info("IBKR %s for %s: %d bars %s .. %s", HISTORICAL, instrument.symbol, len(bars),
+                 bars[0].date if bars else "-", bars[-1].date if bars else "-",
+                 extra={"symbol": instrument.symbol, "bars": len(bars), "duration": duration,
+                        "end": end_text or "now", "what_to_show": what})
+        return bars
+
+    async def _history(
+        self, instrument: Instrument, *, since: datetime.date, until: datetime.date, gateway_now: datetime.datetime
+    ) -> tuple[Bar, ...]:
+        """The contract's final bars after `since` up to at least `until` (a closed session),
+        from its history: fetched up to the last closed session when it does not cover them."""
+        assert instrument.con_id is not None
+        s = self._settings
+        key = ("history", instrument.con_id, s.ibkr_what_to_show, s.ibkr_use_rth)
+        # one fetch per contract even when several runs ask at once
+        async with self._history_locks.setdefault(instrument.con_id, asyncio.Lock()):
+            history = self._cache.get(key)
+            if isinstance(history, BarHistory) and history.covers(since, until):
+                log.info("IBKR %s for %s up to %s: from the history fetched up to %s", HISTORICAL,
+                         instrument.symbol, until, history.until,
+                         extra={"symbol": instrument.symbol, "end": until.isoformat(), "cached": True})
+                return history.bars
+            closed = self._last_closed_session(gateway_now)
+            if isinstance(history, BarHistory):
+                since = min(since, history.since)
+            days = (closed - since).days
+            bars = await self._request_bars(instrument, end_text="", duration=ibkr_duration(days))
+            history = BarHistory(since=since, until=closed, bars=tuple(b for b in bars if b.date <= closed))
+            self._cache.put(key, history)
+            return history.bars
+
+    @staticmethod
+    def _last_closed_session(gateway_now: datetime.datetime) -> datetime.date:
+        """The latest date whose bar can no longer change."""
+        today = gateway_now.date()
+        closed = gateway_now.time() >= SESSION_CLOSE or gateway_now.weekday() >= 5
+        return today if closed else today - datetime.timedelta(days=1)
 
     @staticmethod
     def _final(end: datetime.date | None, gateway_now: datetime.datetime) -> bool:
