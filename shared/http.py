@@ -1,4 +1,5 @@
-"""HTTP plumbing shared by the services: bearer auth for mutations, JSON errors, a loopback server."""
+"""HTTP plumbing shared by the services: bearer auth for mutations, JSON errors and how
+the OpenAPI documents describe them, a loopback server."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,10 @@ def bearer_auth(token: SecretStr | None):
         if token is None or not token.get_secret_value():
             return
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token.get_secret_value()):
+        # Bytes, not text: compare_digest refuses non-ASCII str, and a header may hold any byte.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), token.get_secret_value().encode()
+        ):
             raise HTTPException(
                 status_code=401,
                 detail="this endpoint needs 'Authorization: Bearer <IBFLOW_API_TOKEN>'",
@@ -33,6 +38,37 @@ def bearer_auth(token: SecretStr | None):
             )
 
     return require_token
+
+
+class ErrorBody(BaseModel):
+    """Every error response of every ibflow service."""
+
+    error: str = Field(description="what went wrong, in words")
+    status: int = Field(description="the HTTP status, repeated")
+    details: Any = Field(default=None, description="structured detail where there is some (which fields were invalid...)")
+
+
+ERROR_DESCRIPTIONS = {
+    400: "the request cannot be read (a body where none belongs, a header that cannot be decoded)",
+    401: "a mutating endpoint without 'Authorization: Bearer <IBFLOW_API_TOKEN>' (only when the token is set)",
+    403: "a cross-site request: its Origin or Referer is not an allowed origin",
+    404: "no such resource",
+    409: "the resource is in a state that does not allow this",
+    413: "the request body is over the size limit",
+    415: "the body is not application/json",
+    422: "invalid parameters or body; `details` names each problem",
+    429: "too many requests of this kind at once; try again later",
+    503: "the service is starting, or its database is unavailable",
+}
+
+
+def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status with the JSON error body. `descriptions`
+    (`e404="no such run"`) replace the generic words."""
+    return {
+        code: {"model": ErrorBody, "description": descriptions.get(f"e{code}", ERROR_DESCRIPTIONS[code])}
+        for code in codes
+    }
 
 
 def error_body(status: int, message: str, details: object = None) -> dict:
@@ -43,7 +79,8 @@ def error_body(status: int, message: str, details: object = None) -> dict:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error is JSON with a readable `error` message."""
+    """Every error is JSON with a readable `error` message, and the OpenAPI document says so."""
+    document_errors(app)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -65,6 +102,53 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         message = "; ".join(f"{d['where']}: {d['problem']}" for d in details)
         return JSONResponse(error_body(422, f"invalid request: {message}", details), status_code=422)
+
+
+_BODY_METHODS = ("post", "put", "patch")
+_BODY_ERRORS = (413, 415)
+
+
+def document_errors(app: FastAPI) -> None:
+    """The app's OpenAPI document with the errors its requests can really get: the
+    validation error in ibflow's shape (not FastAPI's), the body limits on operations
+    that take a body, and 503 while the service starts or its database is away."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = build()
+        schemas = document.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["ErrorBody"] = ErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        # Services behind a start-up gate (shared/startup.py) answer 503 to everything until ready.
+        gated = getattr(app.state, "startup", None) is not None
+        for item in document.get("paths", {}).values():
+            for method, operation in item.items():
+                responses = operation.setdefault("responses", {})
+                codes = {"422"} & responses.keys() | ({"503"} if gated else set())
+                if method in _BODY_METHODS:
+                    codes |= {str(code) for code in _BODY_ERRORS}
+                for code in codes:
+                    if code not in responses or _is_fastapi_default(responses[code]):
+                        responses[code] = _error_response(int(code))
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi
+
+
+def _is_fastapi_default(response: dict[str, Any]) -> bool:
+    schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+    return schema.get("$ref", "").endswith("/HTTPValidationError")
+
+
+def _error_response(code: int) -> dict[str, Any]:
+    return {
+        "description": ERROR_DESCRIPTIONS[code],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
 
 
 @asynccontextmanager

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.scheduler import ledger
@@ -28,6 +26,9 @@ from services.scheduler.rows import Schedule
 from services.scheduler.runtime import SchedulerRuntime
 from services.scheduler.schedules import schedule_policy, update_schedule, validated_changes
 from services.scheduler.slot_decisions import Outcome, next_fire_times
+from shared.events import WORKFLOW_ID_PATTERN
+from shared.http import error_responses
+from shared.http_params import BIGINT_DIGITS, bigint_of, text_query
 
 DEFAULT_FIRE_TIMES = 5
 MAX_FIRE_TIMES = 100
@@ -41,6 +42,13 @@ Runtime = Annotated[SchedulerRuntime, Depends(get_runtime)]
 FireTimeCount = Annotated[
     int, Query(ge=0, le=MAX_FIRE_TIMES, description="how many next fire times to list")
 ]
+WorkflowId = Annotated[str, Path(pattern=WORKFLOW_ID_PATTERN, description="e.g. ibkr_trading_signal_workflow")]
+# A ledger cursor is the id of the last entry of a page: any such number is a valid
+# place to continue from.
+LedgerCursor = Annotated[
+    str | None, Query(pattern=rf"^{BIGINT_DIGITS}$", description="next_cursor of the previous page")
+]
+UNKNOWN_WORKFLOW = error_responses(404, e404="unknown workflow, or it has no schedule yet")
 
 
 def _definition(workflow_id: str) -> WorkflowDefinition:
@@ -61,20 +69,11 @@ async def _view(runtime: SchedulerRuntime, session: AsyncSession, workflow_id: s
     return workflow_view(definition, row, times)
 
 
-def _decode_cursor(cursor: str) -> int:
-    try:
-        return int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise HTTPException(status_code=422, detail="invalid cursor: pass the next_cursor of a previous page") from None
-
-
-def _encode_cursor(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(str(entry_id).encode()).decode().rstrip("=")
-
-
 def build_router(require_token: Callable) -> APIRouter:
     router = APIRouter(prefix="/api/workflows", tags=["workflows"])
     mutating = [Depends(require_token)]
+    # 401 only happens when a token is set; documenting it always keeps one document.
+    mutating_errors = UNKNOWN_WORKFLOW | error_responses(401)
 
     @router.get("", response_model=WorkflowList)
     async def list_workflows(runtime: Runtime, count: FireTimeCount = DEFAULT_FIRE_TIMES) -> WorkflowList:
@@ -82,8 +81,8 @@ def build_router(require_token: Callable) -> APIRouter:
             ids = [wid for wid in sorted(CATALOGUE) if await session.get(Schedule, wid) is not None]
             return WorkflowList(workflows=[await _view(runtime, session, wid, count) for wid in ids])
 
-    @router.get("/{workflow_id}", response_model=WorkflowView)
-    async def get_workflow(workflow_id: str, runtime: Runtime, count: FireTimeCount = DEFAULT_FIRE_TIMES) -> WorkflowView:
+    @router.get("/{workflow_id}", response_model=WorkflowView, responses=UNKNOWN_WORKFLOW)
+    async def get_workflow(workflow_id: WorkflowId, runtime: Runtime, count: FireTimeCount = DEFAULT_FIRE_TIMES) -> WorkflowView:
         async with runtime.sessions() as session:
             return await _view(runtime, session, workflow_id, count)
 
@@ -100,27 +99,27 @@ def build_router(require_token: Callable) -> APIRouter:
         async with runtime.sessions() as session:
             return await _view(runtime, session, workflow_id, DEFAULT_FIRE_TIMES)
 
-    @router.patch("/{workflow_id}/schedule", response_model=WorkflowView, dependencies=mutating)
-    async def patch_schedule(workflow_id: str, update: ScheduleUpdate, runtime: Runtime) -> WorkflowView:
+    @router.patch("/{workflow_id}/schedule", response_model=WorkflowView, dependencies=mutating,
+                  responses=mutating_errors)
+    async def patch_schedule(workflow_id: WorkflowId, update: ScheduleUpdate, runtime: Runtime) -> WorkflowView:
         """Partial update; effective at the scheduler's next tick (about a second), no restart."""
-        try:
-            changes = update.changes()
-        except ScheduleError as exc:
-            raise HTTPException(status_code=422, detail=str(exc)) from None
-        return await _apply(runtime, workflow_id, changes)
+        return await _apply(runtime, workflow_id, update.changes())
 
-    @router.post("/{workflow_id}/pause", response_model=WorkflowView, dependencies=mutating)
-    async def pause(workflow_id: str, runtime: Runtime) -> WorkflowView:
+    @router.post("/{workflow_id}/pause", response_model=WorkflowView, dependencies=mutating,
+                 responses=mutating_errors)
+    async def pause(workflow_id: WorkflowId, runtime: Runtime) -> WorkflowView:
         """Slots while paused are skipped and recorded in the ledger."""
         return await _apply(runtime, workflow_id, {"paused": True})
 
-    @router.post("/{workflow_id}/resume", response_model=WorkflowView, dependencies=mutating)
-    async def resume(workflow_id: str, runtime: Runtime) -> WorkflowView:
+    @router.post("/{workflow_id}/resume", response_model=WorkflowView, dependencies=mutating,
+                 responses=mutating_errors)
+    async def resume(workflow_id: WorkflowId, runtime: Runtime) -> WorkflowView:
         return await _apply(runtime, workflow_id, {"paused": False})
 
-    @router.post("/{workflow_id}/runs", status_code=202, response_model=RunAccepted, dependencies=mutating)
+    @router.post("/{workflow_id}/runs", status_code=202, response_model=RunAccepted, dependencies=mutating,
+                 responses=mutating_errors)
     async def trigger_run(
-        workflow_id: str, runtime: Runtime, body: Annotated[RunRequestBody | None, Body()] = None
+        workflow_id: WorkflowId, runtime: Runtime, body: Annotated[RunRequestBody | None, Body()] = None
     ) -> RunAccepted:
         """Request a run now, with the schedule's default params overridden by `params`."""
         _definition(workflow_id)
@@ -132,25 +131,25 @@ def build_router(require_token: Callable) -> APIRouter:
             raise HTTPException(status_code=404, detail=f"workflow {workflow_id!r} has no schedule yet")
         return RunAccepted(execution_id=execution_id, workflow_id=workflow_id)
 
-    @router.get("/{workflow_id}/ledger", response_model=LedgerPage)
+    @router.get("/{workflow_id}/ledger", response_model=LedgerPage, responses=UNKNOWN_WORKFLOW)
     async def get_ledger(
-        workflow_id: str,
+        workflow_id: WorkflowId,
         runtime: Runtime,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        cursor: str | None = None,
+        cursor: LedgerCursor = None,
         outcome: Outcome | None = None,
-        execution_id: str | None = None,
+        execution_id: Annotated[str | None, text_query(200)] = None,
     ) -> LedgerPage:
         """What happened to each slot and manual trigger, newest first."""
         _definition(workflow_id)
-        before = _decode_cursor(cursor) if cursor else None
+        before = bigint_of(cursor) if cursor else None
         async with runtime.sessions() as session:
             rows = await ledger.entries_page(
                 session, workflow_id, limit=limit + 1, before_id=before,
                 outcome=str(outcome) if outcome else None, execution_id=execution_id,
             )
         page = rows[:limit]
-        next_cursor = _encode_cursor(page[-1].id) if len(rows) > limit else None
+        next_cursor = str(page[-1].id) if len(rows) > limit else None
         return LedgerPage(entries=[ledger_entry_view(r) for r in page], next_cursor=next_cursor)
 
     return router

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, Strict
 
 from services.scheduler.catalogue import WorkflowDefinition
-from services.scheduler.cron import ScheduleError
+from services.scheduler.cron import MAX_CRON_LENGTH
 from services.scheduler.rows import LedgerEntry, Schedule
+from services.scheduler.schedules import MAX_ACTIVE_RUNS, MAX_MISFIRE_WINDOW_SECONDS
 from shared.events import RunParams
+from shared.http_params import PLAIN_TEXT
 
 
 class ScheduleView(BaseModel):
@@ -39,29 +41,37 @@ class WorkflowList(BaseModel):
     workflows: list[WorkflowView]
 
 
+def _text(max_length: int) -> Any:
+    return Annotated[str, Field(max_length=max_length, pattern=PLAIN_TEXT)]
+
+
+def _number(low: int, high: int) -> Any:
+    # Strict: 1e10 or "5" are not counts.
+    return Annotated[int, Strict(), Field(ge=low, le=high)]
+
+
+def _unset() -> Any:
+    """The default of a field that may be left out but is never null (None is not
+    validated, so only an explicit null is refused)."""
+    return Field(default=None, json_schema_extra=lambda schema: schema.pop("default", None))
+
+
 class ScheduleUpdate(BaseModel):
     """A partial update: only the fields sent change."""
 
     model_config = ConfigDict(extra="forbid")
 
-    cron: str | None = Field(default=None, examples=["0 9 * * 1-5"])
-    timezone: str | None = Field(default=None, examples=["America/New_York"])
-    paused: bool | None = None
-    misfire_policy: Literal["all", "last", "none"] | None = None
-    misfire_window_seconds: int | None = None
-    max_active_runs: int | None = Field(default=None, description="null: no limit")
-    calendar: str | None = Field(default=None, description="e.g. XNYS; null or 'none': every day")
+    cron: _text(MAX_CRON_LENGTH) = _unset()
+    timezone: _text(64) = _unset()
+    paused: Annotated[bool, Strict()] = _unset()
+    misfire_policy: Literal["all", "last", "none"] = _unset()
+    misfire_window_seconds: _number(0, MAX_MISFIRE_WINDOW_SECONDS) = _unset()
+    max_active_runs: _number(1, MAX_ACTIVE_RUNS) | None = Field(default=None, description="null: no limit")
+    calendar: _text(32) | None = Field(default=None, description="e.g. XNYS; null or 'none': every day")
     default_params: RunParams | None = None
 
-    # Fields for which null means something (no limit, no calendar, no params).
-    NULLABLE: ClassVar[frozenset[str]] = frozenset({"max_active_runs", "calendar", "default_params"})
-
     def changes(self) -> dict[str, Any]:
-        sent = self.model_dump(exclude_unset=True)
-        for field, value in sent.items():
-            if value is None and field not in self.NULLABLE:
-                raise ScheduleError(f"{field} cannot be null")
-        return sent
+        return self.model_dump(exclude_unset=True)
 
 
 class RunRequestBody(BaseModel):

@@ -31,6 +31,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from croniter.croniter import CroniterError
 
+# The schedules.cron column's width.
+MAX_CRON_LENGTH = 200
 CRON_ALIASES = frozenset({"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"})
 
 
@@ -41,6 +43,8 @@ class ScheduleError(ValueError):
 def parse_cron(expression: str) -> str:
     """Validate a cron expression and return it with normalised spacing."""
     normalized = " ".join(expression.split())
+    if len(normalized) > MAX_CRON_LENGTH:
+        raise ScheduleError(f"cron expression is longer than {MAX_CRON_LENGTH} characters")
     if not normalized:
         raise ScheduleError("cron expression is empty; expected 5 fields like '0 9 * * 1-5'")
     if normalized.startswith("@"):

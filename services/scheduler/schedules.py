@@ -26,6 +26,8 @@ DEFAULT_MISFIRE_POLICY = MisfirePolicy.LAST
 DEFAULT_MISFIRE_WINDOW_SECONDS = 3600
 DEFAULT_MAX_ACTIVE_RUNS = 1
 MAX_MISFIRE_WINDOW_SECONDS = 30 * 86400
+# More runs at once than this is not a limit but a typo (and the column is a 32-bit integer).
+MAX_ACTIVE_RUNS = 1000
 
 
 def schedule_policy(row: Schedule) -> SchedulePolicy:
@@ -116,8 +118,8 @@ def validated_changes(changes: dict[str, Any]) -> dict[str, Any]:
                 raise ScheduleError(f"misfire_window_seconds must be between 0 and {MAX_MISFIRE_WINDOW_SECONDS}")
             clean["misfire_window_seconds"] = value
         elif field == "max_active_runs":
-            if value is not None and value < 1:
-                raise ScheduleError("max_active_runs must be at least 1, or null for no limit")
+            if value is not None and not 1 <= value <= MAX_ACTIVE_RUNS:
+                raise ScheduleError(f"max_active_runs must be between 1 and {MAX_ACTIVE_RUNS}, or null for no limit")
             clean["max_active_runs"] = value
         elif field == "default_params":
             clean["default_params"] = validated_params(value or {})

@@ -177,7 +177,7 @@ async def test_health_names_the_database_its_revision_the_broker_and_the_loop(ap
     database = body["components"]["database"]["detail"]
     url = normalize_database_url(database_url)
     assert (database["host"], database["port"], database["database"]) == (url.host, url.port, url.database)
-    assert database["revision"] == database["head"] == "sched_0001"
+    assert database["revision"] == database["head"] == "sched_0003"
     assert database["version_table"] == "alembic_version_scheduler"
     if url.password:
         assert url.password not in json.dumps(body)
@@ -236,7 +236,10 @@ async def test_a_cron_change_changes_the_next_fire_time_within_5_seconds_on_ever
         ({"timezone": "Mars/Olympus_Mons"}, "unknown timezone 'Mars/Olympus_Mons'"),
         ({"calendar": "MOON"}, "unknown trading calendar 'MOON'"),
         ({"misfire_policy": "sometimes"}, "misfire_policy"),
-        ({"max_active_runs": 0}, "max_active_runs must be at least 1"),
+        ({"max_active_runs": 0}, "max_active_runs"),
+        ({"max_active_runs": 10**10}, "max_active_runs"),
+        ({"cron": "* " * 5000}, "cron"),
+        ({"paused": None}, "paused"),
         ({"colour": "blue"}, "colour"),
         ({"default_params": {"symbols": ["not a symbol"]}}, "symbols"),
     ],

@@ -6,6 +6,7 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import ValidationError
 
 from services.scheduler.api_schemas import ScheduleUpdate
 from services.scheduler.cron import ScheduleError, parse_timezone
@@ -131,9 +132,22 @@ def test_a_partial_update_carries_only_what_was_sent():
     assert validated_changes(update.changes()) == {"cron": "0 10 * * 1-5", "max_active_runs": None, "calendar": None}
 
 
-def test_null_is_refused_where_it_means_nothing():
-    with pytest.raises(ScheduleError, match="cron cannot be null"):
-        ScheduleUpdate.model_validate({"cron": None}).changes()
+@pytest.mark.parametrize("field", ["cron", "timezone", "paused", "misfire_policy", "misfire_window_seconds"])
+def test_null_is_refused_where_it_means_nothing_and_the_schema_says_so(field):
+    with pytest.raises(ValidationError, match=field):
+        ScheduleUpdate.model_validate({field: None})
+    schema = ScheduleUpdate.model_json_schema()["properties"][field]
+    assert "anyOf" not in schema and "default" not in schema
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"max_active_runs": 1e10}, {"max_active_runs": 1001}, {"misfire_window_seconds": "5"},
+     {"paused": "true"}, {"cron": "* " * 5000}, {"cron": "0 9 * * *\x00"}, {"timezone": "UTC\x00"}],
+)
+def test_values_the_database_cannot_take_are_refused_by_the_model(body):
+    with pytest.raises(ValidationError):
+        ScheduleUpdate.model_validate(body)
 
 
 @pytest.mark.parametrize(
@@ -142,7 +156,7 @@ def test_null_is_refused_where_it_means_nothing():
         ({"cron": "0 25 * * *"}, "invalid cron expression '0 25 \\* \\* \\*'"),
         ({"timezone": "Europe/Atlantis"}, "unknown timezone 'Europe/Atlantis'"),
         ({"calendar": "MOON"}, "unknown trading calendar 'MOON'"),
-        ({"max_active_runs": 0}, "max_active_runs must be at least 1"),
+        ({"max_active_runs": 0}, "max_active_runs must be between 1 and 1000"),
         ({"misfire_window_seconds": -1}, "misfire_window_seconds must be between 0 and"),
     ],
 )

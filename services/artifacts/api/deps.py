@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.artifacts.runtime import Runtime
-
-_UNSAFE_CHARACTERS = frozenset("/\\") | {chr(c) for c in range(32)} | {"\x7f"}
+from shared.http_params import id_path
 
 
 def runtime(request: Request) -> Runtime:
@@ -22,14 +21,12 @@ async def session(request: Request) -> AsyncIterator[AsyncSession]:
         yield db_session
 
 
-def execution_id(execution_id: Annotated[str, Path(min_length=1, max_length=200)]) -> str:
-    """An execution id from the path, refused when it looks like a path trick.
+def execution_id(execution_id: Annotated[str, id_path(200)]) -> str:
+    """An execution id from the path, refused (422) when it looks like a path trick.
 
     Ids are not file paths here, but they travel through proxies and into links: `..`,
     slashes (decoded `%2F`), backslashes and control characters have no business in one.
     """
-    if execution_id in {".", ".."} or not _UNSAFE_CHARACTERS.isdisjoint(execution_id):
-        raise HTTPException(status_code=400, detail=f"invalid execution id {execution_id!r}")
     return execution_id
 
 

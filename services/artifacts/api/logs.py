@@ -12,12 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 
-from services.artifacts.api import mapping, schemas
-from services.artifacts.api.cursors import decode_cursor, encode_cursor
+from services.artifacts.api import cursors, mapping, schemas
 from services.artifacts.api.deps import ExecutionIdDep, RuntimeDep, SessionDep
 from services.artifacts.db.models import LOG_LEVELS, TERMINAL_STATUSES, Run
 from services.artifacts.queries.logs import LogFilters, list_logs, logs_stored_after
 from services.artifacts.runtime import Runtime
+from shared.http import error_responses
+from shared.http_params import BIGINT_MAX, text_query
 
 router = APIRouter(prefix="/api/runs/{execution_id}/logs", tags=["logs"])
 
@@ -25,13 +26,18 @@ STREAM_BATCH = 500
 KEEPALIVE_SECONDS = 15.0
 
 
+# Any case, as before; the pattern is the whole rule, so `level=` (empty) is refused too.
+LEVEL_PATTERN = f"^(?i:{'|'.join(LOG_LEVELS)})$"
+
+
 def log_filters(
-    step: Annotated[str | None, Query(min_length=1, max_length=200, description="only this step")] = None,
-    level: Annotated[str | None, Query(description="minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="text the message contains (any case)")] = None,
+    step: Annotated[str | None, text_query(200, "only this step")] = None,
+    level: Annotated[
+        str | None,
+        Query(pattern=LEVEL_PATTERN, description="minimum level: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)"),
+    ] = None,
+    q: Annotated[str | None, text_query(200, "text the message contains (any case)", min_length=0)] = None,
 ) -> LogFilters:
-    if level is not None and level.upper() not in LOG_LEVELS:
-        raise HTTPException(status_code=422, detail=f"level must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
     return LogFilters(step_name=step, min_level=level.upper() if level else None, text=q or None)
 
 
@@ -45,18 +51,21 @@ async def _existing_run(session, execution_id: str) -> Run:
     return run
 
 
-@router.get("", response_model=schemas.LogPage)
+NO_RUN = error_responses(404, e404="no such run")
+
+
+@router.get("", response_model=schemas.LogPage, responses=NO_RUN)
 async def list_logs_route(
     session: SessionDep,
     execution_id: ExecutionIdDep,
     filters: FiltersDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Annotated[str | None, cursors.LOGS.query()] = None,
 ) -> schemas.LogPage:
     await _existing_run(session, execution_id)
-    after = decode_cursor("logs", cursor, (datetime, int)) if cursor else None
+    after = cursors.LOGS.decode(cursor) if cursor else None
     records, more = await list_logs(session, execution_id, filters, limit, after)
-    next_cursor = encode_cursor("logs", records[-1].occurred_at, records[-1].id) if more and records else None
+    next_cursor = cursors.LOGS.encode(records[-1].occurred_at, records[-1].id) if more and records else None
     return schemas.LogPage(logs=[mapping.log_record(r) for r in records], limit=limit, next_cursor=next_cursor)
 
 
@@ -70,8 +79,10 @@ async def stream_logs_route(
     runtime: RuntimeDep,
     execution_id: ExecutionIdDep,
     filters: FiltersDep,
-    after: Annotated[int | None, Query(ge=0, description="id of the last record already seen")] = None,
-    last_event_id: Annotated[int | None, Header(ge=0, description="sent by EventSource on reconnect")] = None,
+    after: Annotated[int | None, Query(ge=0, le=BIGINT_MAX, description="id of the last record already seen")] = None,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, le=BIGINT_MAX, description="sent by EventSource on reconnect")
+    ] = None,
 ) -> StreamingResponse:
     """Server-sent events: every record stored after `after`, then new ones as they are
     stored, and a final `event: end` once the run has finished and its records were sent."""

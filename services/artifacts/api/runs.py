@@ -7,13 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from services.artifacts.api import mapping, schemas
-from services.artifacts.api.cursors import decode_cursor, encode_cursor
+from services.artifacts.api import cursors, mapping, schemas
 from services.artifacts.api.deps import ExecutionIdDep, RuntimeDep, SessionDep
 from services.artifacts.db.models import Run
 from services.artifacts.queries.artifacts import latest_signals_artifact
 from services.artifacts.queries.runs import RunFilters, get_run, list_runs, previous_successful_run_with_signals
 from services.artifacts.signals_diff import diff_signals, signals_by_symbol
+from shared.http import error_responses
+from shared.http_params import Instant, text_query
 
 router = APIRouter(prefix="/api/runs", tags=["runs"])
 
@@ -28,15 +29,15 @@ def abandoned_before(runtime: RuntimeDep) -> datetime:
 async def list_runs_route(
     session: SessionDep,
     runtime: RuntimeDep,
-    workflow_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    workflow_id: Annotated[str | None, text_query(128)] = None,
     status: Annotated[schemas.RunStatus | None, Query(description=schemas.RUN_STATUS_DESCRIPTION)] = None,
-    trigger: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
+    trigger: Annotated[str | None, text_query(50)] = None,
     started_after: Annotated[
-        datetime | None, Query(description="RFC 3339; runs that began (requested or started) at or after it")
+        Instant | None, Query(description="runs that began (requested or started) at or after it")
     ] = None,
-    started_before: Annotated[datetime | None, Query(description="RFC 3339; runs that began before it")] = None,
+    started_before: Annotated[Instant | None, Query(description="runs that began before it")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=1000)] = None,
+    cursor: Annotated[str | None, cursors.RUNS.query()] = None,
 ) -> schemas.RunPage:
     cutoff = abandoned_before(runtime)
     filters = RunFilters(
@@ -47,12 +48,12 @@ async def list_runs_route(
         started_before=started_before,
         abandoned_before=cutoff,
     )
-    after = decode_cursor("runs", cursor, (datetime, str)) if cursor else None
+    after = cursors.RUNS.decode(cursor) if cursor else None
     listings, total, more = await list_runs(session, filters, limit, after)
     next_cursor = None
     if more and listings:
         last = listings[-1].run
-        next_cursor = encode_cursor("runs", last.opened_at, last.execution_id)
+        next_cursor = cursors.RUNS.encode(last.opened_at, last.execution_id)
     return schemas.RunPage(
         runs=[
             mapping.run_summary(item.run, item.steps_total, item.steps_finished, abandoned_before=cutoff)
@@ -71,12 +72,15 @@ async def run_or_404(session: SessionDep, execution_id: str) -> Run:
     return run
 
 
-@router.get("/{execution_id}", response_model=schemas.RunDetail)
+NO_RUN = error_responses(404, e404="no such run")
+
+
+@router.get("/{execution_id}", response_model=schemas.RunDetail, responses=NO_RUN)
 async def get_run_route(session: SessionDep, runtime: RuntimeDep, execution_id: ExecutionIdDep) -> schemas.RunDetail:
     return mapping.run_detail(await run_or_404(session, execution_id), abandoned_before=abandoned_before(runtime))
 
 
-@router.get("/{execution_id}/signals-diff", response_model=schemas.SignalsDiff)
+@router.get("/{execution_id}/signals-diff", response_model=schemas.SignalsDiff, responses=NO_RUN)
 async def signals_diff_route(session: SessionDep, execution_id: ExecutionIdDep) -> schemas.SignalsDiff:
     run = await run_or_404(session, execution_id)
     current = await latest_signals_artifact(session, run.execution_id)
