@@ -5,6 +5,7 @@ import csv
 import datetime
 import io
 import json
+from xml.etree import ElementTree
 
 import joblib
 import pytest
@@ -29,8 +30,8 @@ EXPECTED_ARTIFACTS = {
     ("generate_signals", "model.joblib", "model", "application/octet-stream"),
     ("generate_signals", "walk_forward_folds", "metrics", "application/json"),
     ("generate_signals", "signals", "signals", "application/json"),
-    ("publish_signals", "chart_AAPL", "chart", "image/png"),
-    ("publish_signals", "chart_IBM", "chart", "image/png"),
+    ("publish_signals", "chart_AAPL", "chart", "image/svg+xml"),
+    ("publish_signals", "chart_IBM", "chart", "image/svg+xml"),
     ("publish_signals", "report", "report", "text/markdown"),
 }
 
@@ -143,8 +144,20 @@ async def test_stored_content_is_in_the_store_under_its_sha256(run, store):
         assert artifact.payload is None
         blob = await store.verify(artifact.uri, artifact.sha256, artifact.size_bytes)
         assert blob.size_bytes == artifact.size_bytes > 0
-    chart = await store.read_bytes(recorder.artifact("chart_AAPL").uri)
-    assert chart.startswith(b"\x89PNG\r\n\x1a\n")
+    for symbol in ("AAPL", "IBM"):
+        chart = ElementTree.fromstring(await store.read_bytes(recorder.artifact(f"chart_{symbol}").uri))
+        assert chart.tag == "{http://www.w3.org/2000/svg}svg"
+        assert chart.findtext("{http://www.w3.org/2000/svg}title").startswith(f"{symbol}: ")
+
+
+def test_signals_are_out_before_any_chart_is_drawn(run):
+    """Charts are the run's slowest output: the signals artifact and the signal events
+    must not wait for them."""
+    _, recorder, _ = run
+    order = [(e.event_type, getattr(e, "name", None)) for e in recorder.events]
+    first_chart = next(i for i, (kind, name) in enumerate(order) if name and name.startswith("chart_"))
+    assert order.index(("artifact.created", "signals")) < first_chart
+    assert max(i for i, (kind, _) in enumerate(order) if kind == "signal.generated") < first_chart
 
 
 async def test_the_dataset_has_the_bars_and_says_where_they_came_from(run, store):

@@ -1,8 +1,8 @@
 """Technical features of one symbol's daily bars.
 
-Moving averages, RSI, MACD and ATR come from the `ta` library (checked to work with
-pandas 3); realized volatility and multi-horizon returns are one-line pandas
-expressions that `ta` does not offer.
+Moving averages, RSI and MACD come from the `ta` library (checked to work with
+pandas 3); ATR is `ta`'s formula computed here; realized volatility and multi-horizon
+returns are one-line pandas expressions that `ta` does not offer.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 from ta.momentum import RSIIndicator
 from ta.trend import MACD, SMAIndicator
-from ta.volatility import AverageTrueRange
 
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 TRADING_DAYS_PER_YEAR = 252
@@ -72,13 +71,20 @@ def validate_bars(bars: pd.DataFrame) -> None:
 
 
 def _average_true_range(high: pd.Series, low: pd.Series, close: pd.Series, window: int) -> pd.Series:
-    # ta indexes position window-1 unconditionally, so shorter series raise, and it
-    # fills the warm-up with 0.0 instead of "not known yet".
-    if len(close) < window:
-        return pd.Series(np.nan, index=close.index)
-    atr = AverageTrueRange(high, low, close, window=window).average_true_range()
-    atr.iloc[: window - 1] = np.nan
-    return atr
+    """Wilder's average of the true range, as `ta` computes it, with the warm-up NaN
+    ("not known yet") where `ta` puts 0.0. Its recurrence runs over plain floats here:
+    `ta` indexes the series once per bar, the slowest part of all the features."""
+    previous = close.shift(1)
+    true_range = pd.concat([high - low, (high - previous).abs(), (low - previous).abs()], axis=1).max(axis=1)
+    atr = np.full(len(close), np.nan)
+    if len(close) >= window:
+        ranges = true_range.to_numpy(dtype=float)
+        value = ranges[:window].mean()
+        atr[window - 1] = value
+        for i in range(window, len(ranges)):
+            value = (value * (window - 1) + ranges[i]) / float(window)
+            atr[i] = value
+    return pd.Series(atr, index=close.index)
 
 
 def compute_features(bars: pd.DataFrame) -> pd.DataFrame:

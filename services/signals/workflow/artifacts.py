@@ -21,7 +21,7 @@ from shared.events import ArtifactCreated
 
 JSON = "application/json"
 CSV = "text/csv"
-PNG = "image/png"
+SVG = "image/svg+xml"
 MARKDOWN = "text/markdown"
 OCTET_STREAM = "application/octet-stream"
 

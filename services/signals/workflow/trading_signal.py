@@ -22,7 +22,7 @@ from services.signals.analytics.model import WalkForwardResult, serialize_model,
 from services.signals.analytics.report import run_report
 from services.signals.analytics.signals import Signal, decide_signals, signals_payload
 from services.signals.market_data.models import BarSeries, Instrument, MarketDataError
-from services.signals.workflow.artifacts import CSV, MARKDOWN, OCTET_STREAM, PNG
+from services.signals.workflow.artifacts import CSV, MARKDOWN, OCTET_STREAM, SVG
 from services.signals.workflow.previous_signals import PreviousSignalsUnavailable
 from services.signals.workflow.runner import Step, StepContext, Workflow
 from shared.events import SignalGenerated
@@ -383,12 +383,12 @@ async def publish_signals(ctx: StepContext, signal_set: SignalSet) -> dict[str, 
     )
 
     for signal in signal_set.signals:
-        png = await asyncio.to_thread(_chart, signal_set, signal)
+        svg = await asyncio.to_thread(_chart, signal_set, signal)
         await ctx.artifacts.content(
             f"chart_{signal.symbol}",
             "chart",
-            png,
-            PNG,
+            svg,
+            SVG,
             metadata={
                 "symbol": signal.symbol,
                 "action": signal.action,
