@@ -29,3 +29,6 @@ class ArtifactsSettings(KafkaSettings, DatabaseSettings, HttpSettings, ArtifactS
     # A run that is queued or running with no event of any kind for this long is shown
     # as `abandoned` ("no event since ..."); its next event, if one ever comes, revives it.
     artifacts_run_abandoned_after_seconds: float = Field(default=6 * 3600, gt=0)
+    # Lists count their matches up to this many; beyond it `total` is this cap and
+    # `total_is_exact` false, so a page costs the same at any size of the store.
+    artifacts_list_total_cap: int = Field(default=10_000, ge=1, le=10_000_000)

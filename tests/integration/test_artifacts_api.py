@@ -242,10 +242,12 @@ async def test_an_empty_store_lists_nothing(new_database):
     await migrate(url)
     async for client in serve(ArtifactsSettings(database_url=url, artifacts_consumer_enabled=False)):
         body = (await client.get("/api/artifacts/")).json()
-        assert body == {"artifacts": [], "total": 0, "limit": 50, "next_cursor": None}
+        assert body == {"artifacts": [], "total": 0, "total_is_exact": True, "limit": 50, "next_cursor": None}
         assert (await client.get("/api/artifacts")).json()["total"] == 0
         assert (await client.get("/api/artifacts/by-execution")).json()["executions"] == []
-        assert (await client.get("/api/runs")).json() == {"runs": [], "total": 0, "limit": 50, "next_cursor": None}
+        assert (await client.get("/api/runs")).json() == {
+            "runs": [], "total": 0, "total_is_exact": True, "limit": 50, "next_cursor": None
+        }
 
 
 async def test_artifacts_list_newest_first_with_summary_fields(api):

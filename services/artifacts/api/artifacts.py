@@ -59,18 +59,21 @@ Limit = Annotated[int, Query(ge=1, le=500, description="page size, at most 500")
 @router.get("/", response_model=schemas.ArtifactPage)
 @router.get("", response_model=schemas.ArtifactPage, include_in_schema=False)
 async def list_artifacts_route(
-    session: SessionDep, filters: FiltersDep, limit: Limit = 50,
+    session: SessionDep, runtime: RuntimeDep, filters: FiltersDep, limit: Limit = 50,
     cursor: Annotated[str | None, cursors.ARTIFACTS.query()] = None,
 ) -> schemas.ArtifactPage:
     after = cursors.ARTIFACTS.decode(cursor) if cursor else None
-    listings, total, more = await list_artifacts(session, filters, limit, after)
+    listings, total, more = await list_artifacts(
+        session, filters, limit, after, total_cap=runtime.settings.artifacts_list_total_cap
+    )
     next_cursor = None
     if more and listings:
         last = listings[-1].artifact
         next_cursor = cursors.ARTIFACTS.encode(last.created_at, last.artifact_id)
     return schemas.ArtifactPage(
         artifacts=[mapping.artifact_summary(item.artifact, item.has_inline_payload) for item in listings],
-        total=total,
+        total=total.count,
+        total_is_exact=total.exact,
         limit=limit,
         next_cursor=next_cursor,
     )

@@ -49,7 +49,9 @@ async def list_runs_route(
         abandoned_before=cutoff,
     )
     after = cursors.RUNS.decode(cursor) if cursor else None
-    listings, total, more = await list_runs(session, filters, limit, after)
+    listings, total, more = await list_runs(
+        session, filters, limit, after, total_cap=runtime.settings.artifacts_list_total_cap
+    )
     next_cursor = None
     if more and listings:
         last = listings[-1].run
@@ -59,7 +61,8 @@ async def list_runs_route(
             mapping.run_summary(item.run, item.steps_total, item.steps_finished, abandoned_before=cutoff)
             for item in listings
         ],
-        total=total,
+        total=total.count,
+        total_is_exact=total.exact,
         limit=limit,
         next_cursor=next_cursor,
     )

@@ -44,9 +44,17 @@ class Artifact(ArtifactSummary):
     payload: Any = Field(description="the inline JSON payload; null for content in the artifact store")
 
 
+TOTAL_DESCRIPTION = (
+    "how many match the filters (all pages): exact up to the service's cap (ARTIFACTS_LIST_TOTAL_CAP, "
+    "10,000 by default); when more match, the cap itself, a lower bound, and total_is_exact is false"
+)
+TOTAL_IS_EXACT_DESCRIPTION = "true: total is the number that match; false: more than total match"
+
+
 class ArtifactPage(BaseModel):
     artifacts: list[ArtifactSummary]
-    total: int
+    total: int = Field(description=TOTAL_DESCRIPTION)
+    total_is_exact: bool = Field(description=TOTAL_IS_EXACT_DESCRIPTION)
     limit: int
     next_cursor: str | None
 
@@ -113,7 +121,8 @@ class RunDetail(RunSummary):
 
 class RunPage(BaseModel):
     runs: list[RunSummary]
-    total: int
+    total: int = Field(description=TOTAL_DESCRIPTION)
+    total_is_exact: bool = Field(description=TOTAL_IS_EXACT_DESCRIPTION)
     limit: int
     next_cursor: str | None
 

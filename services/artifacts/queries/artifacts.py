@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import defer
 
 from services.artifacts.db.models import Artifact, Run
+from services.artifacts.queries.totals import Total, capped_total
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,15 @@ class ArtifactListing:
 
 
 async def list_artifacts(
-    session: AsyncSession, filters: ArtifactFilters, limit: int, after: tuple[datetime, UUID] | None
-) -> tuple[list[ArtifactListing], int, bool]:
-    """Newest first; returns the page, the total matching the filters, and whether more follow."""
+    session: AsyncSession,
+    filters: ArtifactFilters,
+    limit: int,
+    after: tuple[datetime, UUID] | None,
+    total_cap: int,
+) -> tuple[list[ArtifactListing], Total, bool]:
+    """Newest first; returns the page, the total matching the filters (exact up to
+    `total_cap`), and whether more follow. Keyset pages: page 1,000 reads the same few
+    index entries as page 1, from the index of the filter (see the 0004 migration)."""
     conditions = filters.conditions()
     query = (
         # Payloads stay in the database: a list shows summaries, up to 500 of them.
@@ -63,8 +70,8 @@ async def list_artifacts(
     if after is not None:
         query = query.where(tuple_(Artifact.created_at, Artifact.artifact_id) < tuple_(*after))
     rows = (await session.execute(query)).all()
-    total = await session.scalar(select(func.count()).select_from(Artifact).where(*conditions))
-    return [ArtifactListing(row[0], row[1]) for row in rows[:limit]], total or 0, len(rows) > limit
+    total = await capped_total(session, Artifact, conditions, total_cap)
+    return [ArtifactListing(row[0], row[1]) for row in rows[:limit]], total, len(rows) > limit
 
 
 async def get_artifact(session: AsyncSession, artifact_id: UUID) -> Artifact | None:

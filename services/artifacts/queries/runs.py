@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from services.artifacts.db.models import Artifact, Run, RunStep
+from services.artifacts.queries.totals import Total, capped_total
 
 # Stored statuses of a run that has not reached an outcome but is expected to.
 OPEN_STATUSES = ("queued", "running")
@@ -81,9 +82,14 @@ def _step_counts():
 
 
 async def list_runs(
-    session: AsyncSession, filters: RunFilters, limit: int, after: tuple[datetime, str] | None
-) -> tuple[list[RunListing], int, bool]:
-    """Newest first; returns the page, the total matching the filters, and whether more follow."""
+    session: AsyncSession,
+    filters: RunFilters,
+    limit: int,
+    after: tuple[datetime, str] | None,
+    total_cap: int,
+) -> tuple[list[RunListing], Total, bool]:
+    """Newest first; returns the page, the total matching the filters (exact up to
+    `total_cap`), and whether more follow."""
     conditions = filters.conditions()
     total_steps, finished_steps = _step_counts()
     query = (
@@ -95,8 +101,8 @@ async def list_runs(
     if after is not None:
         query = query.where(tuple_(Run.opened_at, Run.execution_id) < tuple_(*after))
     rows = (await session.execute(query)).all()
-    total = await session.scalar(select(func.count()).select_from(Run).where(*conditions))
-    return [RunListing(*row) for row in rows[:limit]], total or 0, len(rows) > limit
+    total = await capped_total(session, Run, conditions, total_cap)
+    return [RunListing(*row) for row in rows[:limit]], total, len(rows) > limit
 
 
 async def get_run(session: AsyncSession, execution_id: str) -> Run | None:
