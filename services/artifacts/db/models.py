@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -70,7 +71,10 @@ class Run(Base):
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
         Index("idx_runs_opened_at", "opened_at", "execution_id"),
         Index("idx_runs_workflow_opened_at", "workflow_id", "opened_at", "execution_id"),
-        Index("idx_runs_status", "status"),
+        # Each filter of the runs list, then the list's order: a page and a capped total
+        # read only their own index entries.
+        Index("idx_runs_status_opened", "status", "opened_at", "execution_id"),
+        Index("idx_runs_trigger_opened", "trigger", "opened_at", "execution_id"),
     )
 
     execution_id: Mapped[str] = mapped_column(String(200), primary_key=True)
@@ -155,7 +159,19 @@ class Artifact(Base):
         Index("idx_artifacts_dag_id", "dag_id"),
         Index("idx_artifacts_step_name", "step_name"),
         Index("idx_artifacts_created_at", "created_at", "artifact_id"),
-        Index("idx_artifacts_kind", "kind"),
+        # Each filter of the list (and the usual pairs), then the list's order: a page and
+        # a capped total read only their own index entries, at any size of the table.
+        Index("idx_artifacts_workflow_created", "workflow_id", "created_at", "artifact_id"),
+        Index("idx_artifacts_workflow_step_created", "workflow_id", "step_name", "created_at", "artifact_id"),
+        Index("idx_artifacts_workflow_kind_created", "workflow_id", "kind", "created_at", "artifact_id"),
+        Index("idx_artifacts_step_created", "step_name", "created_at", "artifact_id"),
+        Index("idx_artifacts_kind_created", "kind", "created_at", "artifact_id"),
+        Index("idx_artifacts_dag_created", "dag_id", "created_at", "artifact_id",
+              postgresql_where=text("dag_id IS NOT NULL")),
+        Index("idx_artifacts_dag_task_created", "dag_id", "task_id", "created_at", "artifact_id",
+              postgresql_where=text("dag_id IS NOT NULL")),
+        Index("idx_artifacts_task_created", "task_id", "created_at", "artifact_id",
+              postgresql_where=text("task_id IS NOT NULL")),
     )
 
     artifact_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
@@ -189,6 +205,10 @@ class LogRecord(Base):
         Index("idx_log_records_execution_time", "execution_id", "occurred_at", "id"),
         # Live follow reads "this run's records after id N".
         Index("idx_log_records_execution_id", "execution_id", "id"),
+        # Text search (ILIKE '%...%') finds a rare text's lines by trigram instead of
+        # reading every line of the run.
+        Index("idx_log_records_message_trgm", "message", postgresql_using="gin",
+              postgresql_ops={"message": "gin_trgm_ops"}),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)

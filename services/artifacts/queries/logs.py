@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select, tuple_
+from sqlalchemy import ColumnElement, Text, bindparam, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.artifacts.db.models import LOG_LEVELS, LogRecord
@@ -25,7 +25,13 @@ class LogFilters:
             conditions.append(LogRecord.level_no >= LOG_LEVELS[self.min_level])
         if self.text:
             escaped = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            conditions.append(LogRecord.message.ilike(f"%{escaped}%", escape="\\"))
+            # The pattern is written into the statement, not bound: a prepared statement
+            # falls back to one generic plan after a few runs, and no single plan serves
+            # both a text on one line (the trigram index finds it) and a text on every
+            # tenth line (reading the run in order finds 200 soonest). PostgreSQL plans
+            # each search for its own text this way.
+            pattern = bindparam("text_pattern", f"%{escaped}%", type_=Text, literal_execute=True)
+            conditions.append(LogRecord.message.ilike(pattern, escape="\\"))
         return conditions
 
 
