@@ -66,7 +66,7 @@ def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[st
     """`responses=` for a route: each status with the JSON error body. `descriptions`
     (`e404="no such run"`) replace the generic words."""
     return {
-        code: {"model": ErrorBody, "description": descriptions.get(f"e{code}", ERROR_DESCRIPTIONS[code])}
+        code: {"model": ErrorBody, "description": descriptions.get(f"e{code}") or ERROR_DESCRIPTIONS[code]}
         for code in codes
     }
 

@@ -42,3 +42,6 @@ class HttpSettings(IbflowSettings):
     http_host: str = "127.0.0.1"
     log_level: str = "INFO"
     ibflow_api_token: SecretStr | None = None
+    # Larger request bodies are refused with 413 (shared/request_guard.py); the largest
+    # real one, a schedule edit with 100 symbols, is a few KiB.
+    http_max_body_bytes: int = Field(default=1024 * 1024, ge=1)

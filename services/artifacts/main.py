@@ -13,6 +13,7 @@ from services.artifacts.runtime import start_runtime
 from services.artifacts.settings import ArtifactsSettings
 from shared.http import install_error_handlers
 from shared.json_logging import configure_logging
+from shared.request_guard import RequestGuard
 from shared.startup import Startup, StartupGate, configuration
 
 
@@ -59,6 +60,7 @@ def create_app(settings: ArtifactsSettings | None = None) -> FastAPI:
     app.state.runtime = None
     app.state.startup = startup
     app.add_middleware(StartupGate, startup=startup)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.http_max_body_bytes)
     install_error_handlers(app)
     app.include_router(artifacts.router)
     app.include_router(runs.router)

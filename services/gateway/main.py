@@ -19,6 +19,7 @@ from services.gateway import api_index, docs, health, pages, proxy
 from services.gateway.asyncapi import event_contract
 from services.gateway.downstream import DownstreamUnavailable, Services, new_client
 from services.gateway.openapi import OpenApiDocs
+from services.gateway.security import GatewaySecurity
 from services.gateway.settings import GatewaySettings
 from services.gateway.templating import STATIC_DIR, Templates
 from shared.http import bearer_auth, error_body, install_error_handlers
@@ -52,7 +53,8 @@ def create_app(
         async with new_client(settings, transport) as client:
             services = Services(client, settings)
             app.state.services = services
-            app.state.openapi = OpenApiDocs(services, app.openapi, settings.openapi_cache_seconds)
+            app.state.openapi = OpenApiDocs(services, app.openapi, settings.openapi_cache_seconds,
+                                            token_required=bool(token and token.get_secret_value()))
             yield
 
     app = FastAPI(
@@ -70,6 +72,10 @@ def create_app(
     app.state.require_token = bearer_auth(token)
     app.state.templates = Templates(token_required=bool(token and token.get_secret_value()))
     app.state.asyncapi = event_contract(settings.kafka_bootstrap_servers, _version())
+    app.add_middleware(
+        GatewaySecurity, allowed_hosts=settings.ibflow_allowed_hosts, allowed_origins=settings.ibflow_allowed_origins,
+        max_body_bytes=settings.http_max_body_bytes,
+    )
     install_error_handlers(app)
 
     @app.exception_handler(DownstreamUnavailable)

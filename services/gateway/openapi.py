@@ -10,22 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import re
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from services.gateway.downstream import Downstream, DownstreamError, DownstreamUnavailable, Services
+from shared.http import error_responses
 
 SCHEMA_REF = "#/components/schemas/"
 MUTATING = ("post", "put", "patch", "delete")
+METHODS = MUTATING + ("get", "head", "options")
 BEARER = "bearerAuth"
+# What the gateway itself answers on a forwarded operation: a mutation from another
+# site (services/gateway/security.py), and a service that does not answer (downstream.py).
+GATEWAY_ERRORS = error_responses(
+    403, 502, 503, 504,
+    e502="the owning service's connection failed", e503="the owning service is unavailable or starting",
+    e504="the owning service did not answer in time",
+)
 
 
 class OpenApiDocs:
-    def __init__(self, services: Services, gateway_document: Callable[[], dict], cache_seconds: float):
+    def __init__(self, services: Services, gateway_document: Callable[[], dict], cache_seconds: float,
+                 *, token_required: bool = True):
         self._services = services
         self._gateway_document = gateway_document
         self._cache_seconds = cache_seconds
+        self._token_required = token_required
         self._cached: dict[str, tuple[float, dict]] = {}
 
     async def document(self) -> dict:
@@ -33,7 +46,20 @@ class OpenApiDocs:
         fetched = await asyncio.gather(*(self._service_document(s) for s in owners))
         documents = {s.name: doc for s, doc in zip(owners, fetched) if isinstance(doc, dict)}
         missing = {s.name: reason for s, reason in zip(owners, fetched) if isinstance(reason, str)}
-        return merge_openapi(self._gateway_document(), documents, self._services.owner, missing)
+        return merge_openapi(self._gateway_document(), documents, self._services.owner, missing,
+                             token_required=self._token_required)
+
+    async def methods_at(self, service: Downstream, path: str) -> frozenset[str] | None:
+        """The methods the service documents at `path` (upper case, HEAD with GET), or
+        None when its document is not at hand or no documented path matches."""
+        document = await self._service_document(service)
+        if not isinstance(document, dict):
+            return None
+        for template, item in document.get("paths", {}).items():
+            if _template_pattern(template).fullmatch(path):
+                methods = {method.upper() for method in item if method in METHODS}
+                return frozenset(methods | ({"HEAD"} if "GET" in methods else set()))
+        return None
 
     async def _service_document(self, service: Downstream) -> dict | str:
         cached = self._cached.get(service.name)
@@ -55,8 +81,11 @@ def merge_openapi(
     services: dict[str, dict],
     owner: Callable[[str], Downstream | None],
     missing: dict[str, str] | None = None,
+    *,
+    token_required: bool = True,
 ) -> dict:
-    """The gateway's document with each service's forwarded paths and their schemas.
+    """The gateway's document with each service's forwarded paths and their schemas;
+    mutations are marked as needing the bearer token when one is set.
 
     A service schema whose name is taken by a different schema is renamed
     `<service>_<name>`, and the service's references follow it.
@@ -76,9 +105,13 @@ def merge_openapi(
         for path, item in own_paths.items():
             item = _rewrite_refs(item, renames)
             for method, operation in item.items():
-                if isinstance(operation, dict) and method in MUTATING + ("get", "head", "options"):
+                if isinstance(operation, dict) and method in METHODS:
                     operation.setdefault("tags", [service])
-                    if method in MUTATING:
+                    responses = operation.setdefault("responses", {})
+                    for code, response in GATEWAY_ERRORS.items():
+                        if method in MUTATING or code != 403:
+                            responses.setdefault(str(code), _response_document(response))
+                    if method in MUTATING and token_required:
                         operation.setdefault("security", [{BEARER: []}])
             paths[path] = item
     merged["components"].setdefault("securitySchemes", {})[BEARER] = {
@@ -94,6 +127,19 @@ def merge_openapi(
         )
         merged.setdefault("info", {})["description"] = (merged["info"].get("description") or "") + "\n\n" + note
     return merged
+
+
+def _response_document(response: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": response["description"],
+        "content": {"application/json": {"schema": {"$ref": SCHEMA_REF + response["model"].__name__}}},
+    }
+
+
+@lru_cache(maxsize=256)
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """`/api/runs/{execution_id}` as a pattern of the paths it stands for (one segment per parameter)."""
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)))
 
 
 def _renames(service: str, incoming: dict[str, Any], taken: dict[str, Any]) -> dict[str, str]:

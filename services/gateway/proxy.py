@@ -1,5 +1,7 @@
 """`/api/*` forwarded to the owning service: method, path, query, body and the headers
-that matter; the response streamed back as it arrives (artifact content, log streams).
+that matter. The request body is streamed to the service as it arrives (its size is
+bounded by services/gateway/security.py), and the response streamed back the same way
+(artifact content, log streams).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import StreamingResponse
 
 from services.gateway.downstream import Downstream, DownstreamUnavailable, Services
+from shared.tracing import inject
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +25,7 @@ FORWARDED_REQUEST_HEADERS = (
 FORWARDED_RESPONSE_HEADERS = (
     "content-type", "content-length", "content-disposition", "content-range", "accept-ranges",
     "cache-control", "etag", "last-modified", "location", "www-authenticate", "retry-after",
-    "x-accel-buffering", "x-request-id",
+    "x-accel-buffering", "x-request-id", "allow",
 )
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -39,12 +42,25 @@ async def forward(request: Request) -> StreamingResponse:
     if service is None:
         raise HTTPException(404, f"no API at {request.url.path}; see /docs")
     if request.method in MUTATING_METHODS:
+        # A method the service does not take is a 405 (with Allow) for everyone, as the
+        # service itself would answer: only a real operation asks for the token.
+        allowed = await request.app.state.openapi.methods_at(service, request.url.path)
+        if allowed is not None and request.method not in allowed:
+            raise HTTPException(405, f"{request.method} is not allowed on {request.url.path}",
+                                headers={"Allow": ", ".join(sorted(allowed))})
         await request.app.state.require_token(request)
     return await relay(services.client, service, request)
 
 
 async def relay(client: httpx.AsyncClient, service: Downstream, request: Request) -> StreamingResponse:
     headers = {name: value for name in FORWARDED_REQUEST_HEADERS if (value := request.headers.get(name))}
+    # the gateway's request span is the parent of the service's: one trace from the client on
+    inject(headers)
+    content = None
+    if (length := request.headers.get("content-length")) or "chunked" in request.headers.get("transfer-encoding", ""):
+        # Passed on chunk by chunk, never held whole; with its length when the client gave one.
+        headers |= {"content-length": length} if length else {}
+        content = request.stream()
     streaming = "text/event-stream" in request.headers.get("accept", "") or request.url.path.endswith("/stream")
     # The raw path and query, so percent-escapes reach the service exactly as sent.
     target = request.scope.get("raw_path") or request.url.path.encode()
@@ -55,7 +71,7 @@ async def relay(client: httpx.AsyncClient, service: Downstream, request: Request
         request.method,
         base.copy_with(raw_path=base.raw_path.rstrip(b"/") + target),
         headers=headers,
-        content=await request.body(),
+        content=content,
         # A live log stream is quiet while the run is; only connecting is bounded then.
         timeout=httpx.Timeout(None, connect=client.timeout.connect) if streaming else client.timeout,
     )

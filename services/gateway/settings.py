@@ -23,3 +23,11 @@ class GatewaySettings(KafkaSettings, HttpSettings):
     openapi_cache_seconds: float = Field(default=300.0, ge=0)
     # Artifact content larger than this is offered as a download instead of rendered.
     preview_max_bytes: int = Field(default=2_000_000, ge=1)
+    # Comma-separated. Host names the gateway answers to besides 127.0.0.1, ::1,
+    # localhost, *.localhost and one-label names (`gateway`): the names a reverse proxy
+    # or people use for it (`*.example.com` for a domain's names, `*` for any).
+    # See services/gateway/security.py.
+    ibflow_allowed_hosts: str = ""
+    # Comma-separated origins (`https://ibflow.example.com`) allowed to send mutating
+    # requests besides the gateway's own, e.g. when TLS ends at a proxy.
+    ibflow_allowed_origins: str = ""

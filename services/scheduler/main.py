@@ -31,6 +31,7 @@ from shared.database import describe_database, normalize_database_url, require_s
 from shared.health import HealthReport
 from shared.http import bearer_auth, error_body, install_error_handlers
 from shared.kafka import ensure_topics, new_broker, start_broker
+from shared.request_guard import RequestGuard
 from shared.startup import Startup, StartupGate, configuration
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ def create_app(settings: SchedulerSettings | None = None, *, clock: Clock | None
     app.state.runtime = runtime
     app.state.startup = startup
     app.add_middleware(StartupGate, startup=startup)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.http_max_body_bytes)
     install_error_handlers(app)
 
     @app.exception_handler(SQLAlchemyError)

@@ -34,6 +34,7 @@ from shared.health import HealthReport
 from shared.http import install_error_handlers
 from shared.json_logging import configure_logging
 from shared.kafka import consumer_options, ensure_topics, new_broker, start_broker
+from shared.request_guard import RequestGuard
 from shared.startup import Startup, StartupGate, configuration
 
 CLIENT_ID = "ibflow-signals"
@@ -158,6 +159,7 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.add_middleware(StartupGate, startup=startup)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.http_max_body_bytes)
     install_error_handlers(app)
     app.state.startup = startup
     app.state.settings = settings
