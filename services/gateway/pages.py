@@ -86,7 +86,7 @@ async def artifacts_page(
     filtered = any(filters.values())
     path = "/api/artifacts/by-execution" if view == "executions" else "/api/artifacts/"
     context: dict[str, Any] = {
-        "section": "artifacts", "view": view, "filtered": filtered, "error": None, "total": 0,
+        "section": "artifacts", "view": view, "filtered": filtered, "error": None, "total": 0, "total_text": "0",
         "artifacts": [], "executions": [], "next_url": None, "first_url": None, "next_fire": None,
         "known_kinds": KNOWN_KINDS, "known_steps": (),
         "filters": {**filters, "created_after_local": _local_input(created_after),
@@ -99,6 +99,7 @@ async def artifacts_page(
         context["error"], status = problem(exc), exc.status
     else:
         context["total"] = data.get("total", 0)
+        context["total_text"] = count_text(context["total"], exact=data.get("total_is_exact", True) is not False)
         context["artifacts"] = data.get("artifacts", [])
         context["executions"] = data.get("executions", [])
         steps = (a.get("step_name") for a in context["artifacts"])
@@ -116,6 +117,14 @@ async def artifacts_page(
 
     context["view_url"] = view_url
     return _templates(request).page(request, "artifacts.html", context, status)
+
+
+def count_text(total: Any, exact: bool) -> str:
+    """A list's total as a person reads it: "10,000+" when the service stopped counting
+    at its cap (its `total_is_exact` is false)."""
+    if not isinstance(total, int) or isinstance(total, bool):
+        return str(total)
+    return f"{total:,}" + ("" if exact else "+")
 
 
 async def _next_fire(services: Services) -> dict[str, Any] | None:
