@@ -16,6 +16,11 @@ health output.
 
 Readers only accept URIs inside their own store root and of the exact shape the
 store writes: a URI from an event is input from the network, not a path to trust.
+
+Garbage collection (the artifacts service's retention) lists blobs with their last
+write time (`list_blobs`) and removes those no artifact references (`delete_stale`).
+A `put` of bytes that are already stored counts as a write (it refreshes the time), so
+a blob a running workflow has just produced again is never taken for garbage.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
@@ -73,6 +79,16 @@ class StoredBlob:
     uri: str
     sha256: str
     size_bytes: int
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """A stored blob as the garbage collector sees it."""
+
+    uri: str
+    sha256: str
+    size_bytes: int
+    written_at: datetime
 
 
 def default_store_url() -> str:
@@ -148,6 +164,15 @@ class ArtifactStore(ABC):
     def digest_of(self, uri: str) -> str:
         """The sha256 a URI of this store names; raises `UnsafeUriError` for anything else."""
 
+    @abstractmethod
+    def list_blobs(self, written_before: datetime) -> AsyncIterator[BlobInfo]:
+        """Every blob last written (or put again) before `written_before`."""
+
+    @abstractmethod
+    async def delete_stale(self, uri: str, written_before: datetime) -> bool:
+        """Delete the blob unless it was written (or put again) at or after
+        `written_before`; whether it was deleted."""
+
     async def health(self) -> dict[str, object]:
         """What `/health` shows about the store: where it is and whether it is usable."""
         return {"url": self.url}
@@ -196,7 +221,7 @@ class FileArtifactStore(ArtifactStore):
     def _put(self, data: bytes) -> StoredBlob:
         digest = hashlib.sha256(data).hexdigest()
         path = self._path_for(digest)
-        if not (path.is_file() and path.stat().st_size == len(data)):
+        if not _touched(path, len(data)):
             path.parent.mkdir(parents=True, exist_ok=True)
             # Write to a temporary file in the same folder, then rename: a reader never
             # sees a half-written blob, and two writers of the same bytes both succeed.
@@ -224,6 +249,50 @@ class FileArtifactStore(ArtifactStore):
     async def health(self) -> dict[str, object]:
         writable = await asyncio.to_thread(_writable_folder, self.root)
         return {"url": self.url, "backend": "file", "writable": writable}
+
+    async def list_blobs(self, written_before: datetime) -> AsyncIterator[BlobInfo]:
+        folders = await asyncio.to_thread(_subfolders, self.root / "sha256")
+        for folder in folders:
+            for blob in await asyncio.to_thread(self._old_blobs_in, folder, written_before.timestamp()):
+                yield blob
+
+    def _old_blobs_in(self, folder: Path, before: float) -> list[BlobInfo]:
+        found = []
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.startswith(_GC_PREFIX):
+                    _settle_interrupted_delete(Path(entry.path))
+                    continue
+                if not _HEX_DIGEST.fullmatch(entry.name) or entry.name[:2] != folder.name:
+                    continue
+                try:
+                    stat = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if entry.is_file(follow_symlinks=False) and stat.st_mtime < before:
+                    found.append(BlobInfo(uri=Path(entry.path).as_uri(), sha256=entry.name,
+                                          size_bytes=stat.st_size,
+                                          written_at=datetime.fromtimestamp(stat.st_mtime, UTC)))
+        return found
+
+    async def delete_stale(self, uri: str, written_before: datetime) -> bool:
+        return await asyncio.to_thread(self._delete_stale, self._checked_path(uri), written_before.timestamp())
+
+    @staticmethod
+    def _delete_stale(path: Path, before: float) -> bool:
+        # Moved aside first (atomic), then judged: a `put` that refreshed the blob before
+        # the move shows in its time and the blob goes back; a `put` after the move finds
+        # no blob and writes it again. Either way the blob a `put` returned stays.
+        aside = path.with_name(f"{_GC_PREFIX}{path.name}")
+        try:
+            os.rename(path, aside)
+            if aside.stat().st_mtime >= before:
+                os.replace(aside, path)
+                return False
+            aside.unlink()
+        except FileNotFoundError:
+            return False
+        return True
 
 
 _S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -319,7 +388,60 @@ class S3ArtifactStore(ArtifactStore):
                 )
             except Exception as exc:  # noqa: BLE001 - mapped below
                 raise self._error(exc, "put", uri) from None
+        else:
+            # Put again counts as written now (the garbage collector spares new blobs):
+            # a copy onto itself, inside S3, refreshes LastModified without the bytes.
+            try:
+                self._client.copy_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    CopySource={"Bucket": self.bucket, "Key": key},
+                    MetadataDirective="REPLACE",
+                    ContentType="application/octet-stream",
+                    Metadata={"sha256": digest},
+                )
+            except Exception as exc:  # noqa: BLE001 - mapped below
+                raise self._error(exc, "put", uri) from None
         return StoredBlob(uri=uri, sha256=digest, size_bytes=len(data))
+
+    async def list_blobs(self, written_before: datetime) -> AsyncIterator[BlobInfo]:
+        prefix = f"{self.prefix}/sha256/" if self.prefix else "sha256/"
+        pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        iterator = iter(pages)
+        while True:
+            try:
+                page = await asyncio.to_thread(next, iterator, None)
+            except Exception as exc:  # noqa: BLE001 - mapped below
+                raise self._error(exc, "list", self.url) from None
+            if page is None:
+                return
+            for item in page.get("Contents", []):
+                uri = f"s3://{self.bucket}/{item['Key']}"
+                try:
+                    digest = self.digest_of(uri)
+                except UnsafeUriError:
+                    continue
+                if item["LastModified"] < written_before:
+                    yield BlobInfo(uri=uri, sha256=digest, size_bytes=int(item["Size"]),
+                                   written_at=item["LastModified"])
+
+    async def delete_stale(self, uri: str, written_before: datetime) -> bool:
+        self._match(uri)
+        return await asyncio.to_thread(self._delete_stale, uri[len(f"s3://{self.bucket}/") :], uri, written_before)
+
+    def _delete_stale(self, key: str, uri: str, before: datetime) -> bool:
+        # S3 has no atomic move: the check and the delete are two requests, so a put in
+        # between (milliseconds) is lost. The collector's grace period is the guard.
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
+            if head["LastModified"] >= before:
+                return False
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001 - mapped below
+            if _is_client_error(exc, _S3_NOT_FOUND):
+                return False
+            raise self._error(exc, "delete", uri) from None
+        return True
 
     async def open(self, uri: str, chunk_size: int = DEFAULT_CHUNK_SIZE) -> OpenedBlob:
         match = self._match(uri)
@@ -463,6 +585,42 @@ class OpenedBlob:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+_GC_PREFIX = ".gc-"
+_HEX_DIGEST = re.compile(r"[0-9a-f]{64}")
+
+
+def _touched(path: Path, size: int) -> bool:
+    """Whether `path` holds `size` bytes already; if so its time becomes now, because a
+    blob put again is as new as a blob written (the garbage collector spares new ones)."""
+    try:
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+        os.utime(path)
+    except FileNotFoundError:  # collected between the two calls: write it again
+        return False
+    return True
+
+
+def _subfolders(root: Path) -> list[Path]:
+    try:
+        return sorted(Path(entry.path) for entry in os.scandir(root) if entry.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+
+
+def _settle_interrupted_delete(aside: Path) -> None:
+    """A blob a collector moved aside and then stopped: back if nothing replaced it,
+    else gone (the replacement holds the same bytes)."""
+    blob = aside.with_name(aside.name.removeprefix(_GC_PREFIX))
+    try:
+        if blob.exists():
+            aside.unlink()
+        else:
+            os.rename(aside, blob)
+    except FileNotFoundError:
+        pass
 
 
 def _writable_folder(root: Path) -> bool:

@@ -34,6 +34,7 @@ def create_app(settings: ArtifactsSettings | None = None) -> FastAPI:
         app.state.runtime = await start_runtime(settings, startup)
         # Stored runs, artifacts and logs are readable while the consumer waits for the broker.
         startup.open_for_requests()
+        app.state.runtime.start_retention()
         if settings.artifacts_consumer_enabled:
             await app.state.runtime.start_consuming(startup)
 

@@ -12,12 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.artifacts.database import check_schema, new_engine, new_sessionmaker
 from services.artifacts.ingest.consumer import BatchConsumer
+from services.artifacts.retention.job import retention_job
 from services.artifacts.settings import ArtifactsSettings
 from shared import topics
 from shared.artifact_store import ArtifactStore
 from shared.database import describe_database, normalize_database_url
 from shared.events import DeadLetter
 from shared.kafka import CLIENT_START_TIMEOUT_SECONDS, ensure_topics, start_producer
+from shared.retention import RetentionJob
 from shared.startup import Startup
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,11 @@ class Runtime:
     schema_head: str | None
     producer: AIOKafkaProducer | None = None
     consumer: BatchConsumer | None = None
+    retention: RetentionJob | None = None
+
+    def start_retention(self) -> None:
+        """The periodic job that deletes what the RETENTION_* settings let expire."""
+        self.retention = retention_job(self.settings, self.engine, self.sessions, self.store).start()
 
     async def start_consuming(self, startup: Startup) -> None:
         """Topics, the dead-letter producer, then the consumer. Stored runs and artifacts
@@ -73,6 +80,9 @@ class Runtime:
 
     async def close(self) -> None:
         """Stops whatever was started; safe to call again."""
+        if self.retention is not None:
+            await self.retention.stop()
+            self.retention = None
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from services.artifacts.retention.settings import ArtifactsRetentionSettings
 from shared.artifact_store import ArtifactStoreSettings
 from shared.settings import DatabaseSettings, HttpSettings, KafkaSettings
 
 
-class ArtifactsSettings(KafkaSettings, DatabaseSettings, HttpSettings, ArtifactStoreSettings):
+class ArtifactsSettings(KafkaSettings, DatabaseSettings, HttpSettings, ArtifactStoreSettings,
+                        ArtifactsRetentionSettings):
     artifacts_port: int = 8001
     # Off for query-only replicas (and the log benchmark): no consumer, no broker needed.
     artifacts_consumer_enabled: bool = True

@@ -224,3 +224,25 @@ class LogRecord(Base):
     logger: Mapped[str | None] = mapped_column(String(200))
     fields: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
     stored_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class RetentionLedgerEntry(Base):
+    """What one retention rule removed in one sweep (services/artifacts/retention/)."""
+
+    __tablename__ = "artifacts_retention_ledger"
+    __table_args__ = (Index("idx_artifacts_retention_ledger_started", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    # log_records, artifacts or blobs
+    target: Mapped[str] = mapped_column(String(50))
+    # The rule in words, with its settings: "older than 30 days, ...".
+    rule: Mapped[str] = mapped_column(Text)
+    cutoff: Mapped[datetime | None]
+    removed: Mapped[int] = mapped_column(BigInteger)
+    removed_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    batches: Mapped[int] = mapped_column(Integer)
+    # Counts per kind or per run, a sample of what went.
+    detail: Mapped[dict[str, Any]] = mapped_column(server_default="{}")
+    error: Mapped[str | None] = mapped_column(Text)
