@@ -27,6 +27,7 @@ from sqlalchemy.exc import DBAPIError
 
 from shared.event_bounds import DEFAULT_MAX_FUTURE_SKEW
 from shared.events import DeadLetter, Event, EventDecodeError, decode_event
+from shared.metrics import count_events
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class ConsumerRule:
         )
         await self._publish_dead_letter(letter, record.key)
         self.status.dead_lettered += 1
+        count_events(self.consumer, record.topic, "dead_lettered")
         log.warning("dead-lettered a record", extra={**_where(record), "reason": reason,
                                                       "dead_letter_id": str(letter.dead_letter_id)})
         return letter
@@ -181,6 +183,7 @@ class ConsumerRule:
                 continue
             self._resumed()
             self.status.handled += 1
+            count_events(self.consumer, record.topic, "handled")
             return outcome
 
     def _waiting(self, reason: str) -> None:

@@ -1,4 +1,5 @@
-"""JSON log lines on stdout, one object per line, with the service's name in each."""
+"""JSON log lines on stdout, one object per line, with the service's name in each, and
+the trace and span ids of the span the line was written in."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import logging
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
+
+from shared.tracing import TraceIdsOnLogRecords
 
 
 def configure_logging(service: str, level: str = "INFO") -> None:
@@ -18,6 +21,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
             timestamp="time",
         )
     )
+    # trace_id / span_id of the current span, when there is one
+    handler.addFilter(TraceIdsOnLogRecords())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -43,7 +43,7 @@ RETRY_MAX_SECONDS = 10.0
 # exceptions, insufficient resources, operator intervention (starting up, shutting down).
 _DATABASE_OUTAGE_SQLSTATE_CLASSES = {"08", "53", "57"}
 # Paths that need neither the database nor the broker.
-OPEN_PATHS = frozenset({"/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
+OPEN_PATHS = frozenset({"/health", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"})
 
 State = Literal["starting", "ready", "failed"]
 
