@@ -8,13 +8,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.artifacts import metrics
 from services.artifacts.api import artifacts, health, logs, runs
 from services.artifacts.runtime import start_runtime
 from services.artifacts.settings import ArtifactsSettings
 from shared.http import install_error_handlers
 from shared.json_logging import configure_logging
+from shared.metrics import install_metrics, observe_lag, observe_pool
 from shared.request_guard import RequestGuard
 from shared.startup import Startup, StartupGate, configuration
+from shared.tracing import install_tracing
 
 
 def create_app(settings: ArtifactsSettings | None = None) -> FastAPI:
@@ -62,9 +65,20 @@ def create_app(settings: ArtifactsSettings | None = None) -> FastAPI:
     app.state.startup = startup
     app.add_middleware(StartupGate, startup=startup)
     app.add_middleware(RequestGuard, max_body_bytes=settings.http_max_body_bytes)
+    install_metrics(app, refresh=[lambda: _refresh_metrics(app, settings.artifacts_consumer_group_id)])
+    install_tracing(app, health.SERVICE)
     install_error_handlers(app)
     app.include_router(artifacts.router)
     app.include_router(runs.router)
     app.include_router(logs.router)
     app.include_router(health.router)
     return app
+
+
+async def _refresh_metrics(app: FastAPI, group_id: str) -> None:
+    runtime = app.state.runtime
+    if runtime is None:
+        return  # still starting: nothing to read yet
+    observe_pool(runtime.engine)
+    observe_lag(group_id, runtime.consumer.kafka_client if runtime.consumer is not None else None)
+    await metrics.refresh_runs_by_status(runtime.sessions)

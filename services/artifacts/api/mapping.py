@@ -148,7 +148,8 @@ def run_detail(row: Run, now: datetime | None = None, abandoned_before: datetime
     now = now or datetime.now(UTC)
     finished = sum(1 for step in row.steps if step.status in RAN_STEP_STATUSES)
     summary = run_summary(row, len(row.steps), finished, now, abandoned_before)
-    return schemas.RunDetail(**summary.model_dump(), steps=[step_summary(step, now) for step in row.steps])
+    return schemas.RunDetail(**summary.model_dump(), steps=[step_summary(step, now) for step in row.steps],
+                             trace_id=row.trace_id)
 
 
 def log_record(row: LogRecord) -> schemas.LogRecordOut:

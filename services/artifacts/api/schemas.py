@@ -117,6 +117,9 @@ class RunSummary(BaseModel):
 
 class RunDetail(RunSummary):
     steps: list[StepSummary]
+    trace_id: str | None = Field(
+        default=None, description="W3C trace id of the trigger that asked for the run (32 hex), when it had one"
+    )
 
 
 class RunPage(BaseModel):

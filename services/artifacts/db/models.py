@@ -102,6 +102,8 @@ class Run(Base):
     # and a list of runs needs no count over 50,000 log records.
     artifact_count: Mapped[int] = mapped_column(Integer, server_default="0")
     log_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    # The W3C trace id of the trigger (its `traceparent` on the run's records), if any.
+    trace_id: Mapped[str | None] = mapped_column(String(32))
     stored_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
 

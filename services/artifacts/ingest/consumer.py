@@ -23,7 +23,9 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
+from services.artifacts import metrics
 from services.artifacts.ingest.store import StoreResult, store_batch
+from services.artifacts.ingest.trace_ids import store_trace_ids
 from shared import topics
 from shared.consuming import ConsumerRule, PublishDeadLetter, Rejected, is_transient
 from shared.events import Event, events_of
@@ -142,6 +144,11 @@ class BatchConsumer:
         return self._group_id
 
     @property
+    def kafka_client(self) -> AIOKafkaConsumer | None:
+        """The aiokafka client while started (`/metrics` reads its lag)."""
+        return self._consumer
+
+    @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
@@ -222,6 +229,7 @@ class BatchConsumer:
         failing for a reason that is not an outage is retried record by record, and the
         record that still fails is dead-lettered alone.
         """
+        started = time.perf_counter()
         records = [record for partition_records in batch.values() for record in partition_records]
         try:
             result, rejected = await self._store_and_dead_letter(records)
@@ -238,6 +246,7 @@ class BatchConsumer:
         self._failures.clear()
         if self._isolate_records:
             self._isolate_records -= 1
+        await self._store_trace_ids(records)
         if self._after_store is not None:
             await self._after_store(batch)
         await self._commit(batch)
@@ -246,6 +255,16 @@ class BatchConsumer:
         self.stats.duplicates += result.duplicates
         self.stats.dead_lettered += len(rejected)
         self.stats.last_batch_at = datetime.now(UTC)
+        metrics.observe_batch(CONSUMER_NAME, records, rejected, result.stored, result.duplicates,
+                              time.perf_counter() - started)
+
+    async def _store_trace_ids(self, records: list[ConsumerRecord]) -> None:
+        # A run's trace id is an annotation: a database that refuses it now must not
+        # send the batch (and its dead letters) round again.
+        try:
+            await store_trace_ids(self._session_factory, records)
+        except Exception as exc:
+            log.warning("could not store the trace ids of a batch", extra={"error": _first_line(exc)})
 
     async def _store_and_dead_letter(self, records: list[ConsumerRecord]) -> tuple[StoreResult, list[Rejected]]:
         decoded: list[tuple[Event, ConsumerRecord]] = []
