@@ -17,7 +17,9 @@ from typing import cast
 
 from services.signals.workflow.emitter import Publish
 from services.signals.workflow.runner import RunOutcome, RunResources, Workflow, reject_run, run_workflow
-from shared import topics
+from opentelemetry.trace import SpanKind
+
+from shared import topics, tracing
 from shared.consuming import ConsumerRule, PublishDeadLetter, Record
 from shared.event_bounds import DEFAULT_MAX_FUTURE_SKEW
 from shared.events import Event, RunRequested
@@ -36,6 +38,7 @@ class SourceRecord:
     partition: int = 0
     offset: int = -1
     key: bytes | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class RunRequestHandler:
@@ -61,13 +64,21 @@ class RunRequestHandler:
         )
 
     async def handle(self, record: Record) -> RunOutcome | None:
-        """The run's outcome, or None when the request was dead-lettered."""
+        """The run's outcome, or None when the request was dead-lettered.
+
+        The run is a span in the trace the request's `traceparent` header names (the
+        trigger's), so every event it emits and every log line it writes carry it on.
+        """
         outcomes: list[RunOutcome] = []
 
         async def run(event: Event) -> None:
             outcomes.append(await self.run(cast(RunRequested, event)))
 
-        await self.rule.handle(record, run)
+        parent = tracing.context_from_headers(getattr(record, "headers", None))
+        with tracing.span(f"{record.topic} process", parent=parent, kind=SpanKind.CONSUMER,
+                          attributes={"messaging.destination.name": record.topic,
+                                      "ibflow.execution_id": (record.key or b"").decode("utf-8", "replace")}):
+            await self.rule.handle(record, run)
         return outcomes[-1] if outcomes else None
 
     async def run(self, request: RunRequested) -> RunOutcome:

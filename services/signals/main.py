@@ -34,8 +34,10 @@ from shared.health import HealthReport
 from shared.http import install_error_handlers
 from shared.json_logging import configure_logging
 from shared.kafka import consumer_options, ensure_topics, new_broker, start_broker
+from shared.metrics import install_metrics, observe_broker_lag
 from shared.request_guard import RequestGuard
 from shared.startup import Startup, StartupGate, configuration
+from shared.tracing import inject, install_tracing
 
 CLIENT_ID = "ibflow-signals"
 OUTPUT_TOPICS = {
@@ -71,7 +73,8 @@ class KafkaEventPublisher:
         }
 
     async def __call__(self, event: Event) -> None:
-        await self._publishers[event.topic].publish(event.to_bytes(), key=event.key)
+        # the current span's context (the run's, or its step's) travels with the event
+        await self._publishers[event.topic].publish(event.to_bytes(), key=event.key, headers=inject({}))
 
     async def dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
         await self._publishers[topics.DEADLETTER].publish(letter.to_bytes(), key=key)
@@ -160,6 +163,8 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
     )
     app.add_middleware(StartupGate, startup=startup)
     app.add_middleware(RequestGuard, max_body_bytes=settings.http_max_body_bytes)
+    install_metrics(app, refresh=[lambda: observe_broker_lag(broker)])
+    install_tracing(app, SERVICE)
     install_error_handlers(app)
     app.state.startup = startup
     app.state.settings = settings

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from shared import tracing
 from shared.event_bounds import storable_text
 from shared.events import Event, LogLevel, LogRecorded
 
@@ -93,8 +94,10 @@ class RunEmitter:
         step_name: str | None = None,
         fields: dict[str, Any] | None = None,
     ) -> LogRecorded:
-        """One log line of the run: a `LogRecorded` event and the process's JSON log line."""
-        fields = jsonable(fields or {})
+        """One log line of the run: a `LogRecorded` event and the process's JSON log line.
+        Its fields carry the `trace_id` and `span_id` of the span (run or step) it was
+        written in."""
+        fields = {**tracing.current_ids(), **jsonable(fields or {})}
         logger_name = f"signals.{step_name or 'run'}"
         process_log.log(
             logging.getLevelName(level),

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal, Protocol
 
+from services.signals import metrics
 from services.signals.market_data.provider import MarketDataProvider
 from services.signals.workflow.artifacts import StepArtifacts
 from services.signals.workflow.emitter import Publish, PublishError, RunEmitter, StepLog, traceback_summary
+from shared import tracing
 from shared.artifact_store import ArtifactStore
 from shared.event_bounds import storable_text
 from shared.events import (
@@ -169,42 +171,47 @@ async def run_workflow(
             failed_items=failed_items,
             as_of=as_of,
         )
-        await emitter.emit(StepStarted, f"step.started:{step.name}:{ATTEMPT}", step_name=step.name, attempt=ATTEMPT)
-        step_started = time.monotonic()
-        try:
-            # CPU-heavy work inside steps runs in threads; a timed-out thread finishes in
-            # the background, but the run does not wait for it.
-            async with asyncio.timeout(resources.step_timeout_seconds):
-                output = await step.run(context, output)
-        except PublishError:
-            raise
-        except Exception as exc:
-            error = describe_error(exc, timeout=resources.step_timeout_seconds)
-            await context.log.error(
-                f"step {step.name} failed: {error}",
-                error_type=type(exc).__name__,
-                error=error,
-                traceback=traceback_summary(exc),
+        with tracing.child_span(f"step {step.name}", attributes={"ibflow.step_name": step.name}):
+            await emitter.emit(StepStarted, f"step.started:{step.name}:{ATTEMPT}", step_name=step.name, attempt=ATTEMPT)
+            step_started = time.monotonic()
+            try:
+                # CPU-heavy work inside steps runs in threads; a timed-out thread finishes in
+                # the background, but the run does not wait for it.
+                async with asyncio.timeout(resources.step_timeout_seconds):
+                    output = await step.run(context, output)
+            except PublishError:
+                raise
+            except Exception as exc:
+                _observe_step(request.workflow_id, step.name, "failed", step_started)
+                error = describe_error(exc, timeout=resources.step_timeout_seconds)
+                await context.log.error(
+                    f"step {step.name} failed: {error}",
+                    error_type=type(exc).__name__,
+                    error=error,
+                    traceback=traceback_summary(exc),
+                    duration_seconds=round(time.monotonic() - step_started, 3),
+                )
+                await emitter.emit(
+                    StepFailed, f"step.failed:{step.name}:{ATTEMPT}", step_name=step.name, attempt=ATTEMPT, error=error
+                )
+                run_error = f"step {step.name} failed: {error}"
+                await _skip(emitter, workflow.steps[index + 1 :], reason=run_error)
+                await emitter.emit(RunFailed, "run.failed", error=run_error, failed_items=failed_items)
+                _observe_run(request.workflow_id, "failed", run_started)
+                return RunOutcome(
+                    request.execution_id, "failed", error=run_error, failed_step=step.name,
+                    failed_items=tuple(failed_items),
+                )
+            _observe_step(request.workflow_id, step.name, "succeeded", step_started)
+            artifact_count += len(context.artifacts.published)
+            await context.log.info(
+                f"step {step.name} succeeded",
                 duration_seconds=round(time.monotonic() - step_started, 3),
+                artifacts=[a.name for a in context.artifacts.published],
             )
             await emitter.emit(
-                StepFailed, f"step.failed:{step.name}:{ATTEMPT}", step_name=step.name, attempt=ATTEMPT, error=error
+                StepSucceeded, f"step.succeeded:{step.name}:{ATTEMPT}", step_name=step.name, attempt=ATTEMPT
             )
-            run_error = f"step {step.name} failed: {error}"
-            await _skip(emitter, workflow.steps[index + 1 :], reason=run_error)
-            await emitter.emit(RunFailed, "run.failed", error=run_error, failed_items=failed_items)
-            return RunOutcome(
-                request.execution_id, "failed", error=run_error, failed_step=step.name, failed_items=tuple(failed_items)
-            )
-        artifact_count += len(context.artifacts.published)
-        await context.log.info(
-            f"step {step.name} succeeded",
-            duration_seconds=round(time.monotonic() - step_started, 3),
-            artifacts=[a.name for a in context.artifacts.published],
-        )
-        await emitter.emit(
-            StepSucceeded, f"step.succeeded:{step.name}:{ATTEMPT}", step_name=step.name, attempt=ATTEMPT
-        )
     summary = {
         **(output if isinstance(output, dict) else {}),
         "artifact_count": artifact_count,
@@ -218,10 +225,20 @@ async def run_workflow(
             **summary,
         )
         await emitter.emit(RunPartiallySucceeded, "run.partial", summary=summary, failed_items=failed_items)
+        _observe_run(request.workflow_id, "partial", run_started)
         return RunOutcome(request.execution_id, "partial", summary=summary, failed_items=tuple(failed_items))
     await run_log.info("run succeeded", **summary)
     await emitter.emit(RunSucceeded, "run.succeeded", summary=summary)
+    _observe_run(request.workflow_id, "succeeded", run_started)
     return RunOutcome(request.execution_id, "succeeded", summary=summary)
+
+
+def _observe_step(workflow_id: str, step_name: str, status: str, started: float) -> None:
+    metrics.STEP_DURATION.labels(workflow_id, step_name, status).observe(time.monotonic() - started)
+
+
+def _observe_run(workflow_id: str, status: str, started: float) -> None:
+    metrics.RUN_DURATION.labels(workflow_id, status).observe(time.monotonic() - started)
 
 
 async def _skip(emitter: RunEmitter, steps: Sequence[Step], *, reason: str) -> None:

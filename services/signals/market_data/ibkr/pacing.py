@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from services.signals import metrics
 from services.signals.market_data.ibkr.errors import PACING_OR_HMDS
 
 Clock = Callable[[], float]
@@ -117,6 +118,7 @@ class PacingLimiter:
             if wait:
                 if max_wait is not None and waited + wait.seconds > max_wait:
                     raise PacingDelayTooLong(wait.seconds, wait.reason, wait.code)
+                metrics.PACING_WAIT.labels("rate").observe(wait.seconds)
                 await self._sleep(wait.seconds)
                 continue
             if self._open + cost > self.rules.max_open:
@@ -124,12 +126,14 @@ class PacingLimiter:
                 if remaining is not None and remaining <= 0:
                     raise PacingDelayTooLong(0.0, f"{self.rules.max_open} historical requests are open")
                 released = self._released
+                waiting_since = self._clock()
                 try:
                     await asyncio.wait_for(released.wait(), remaining)
                 except TimeoutError:
                     raise PacingDelayTooLong(
                         remaining or 0.0, f"{self.rules.max_open} historical requests are open"
                     ) from None
+                metrics.PACING_WAIT.labels("open").observe(self._clock() - waiting_since)
                 continue
             break
         self._sent.append(_Sent(self._clock(), request_key, contract_key, cost))
@@ -144,6 +148,7 @@ class PacingLimiter:
     def record_violation(self) -> float:
         """IBKR said 162 (pacing violation): pause every historical request. Returns the pause."""
         self._violations_in_a_row += 1
+        metrics.PACING_VIOLATIONS.inc()
         pause = min(
             self.rules.violation_pause_max_seconds,
             self.rules.violation_pause_seconds * 2 ** (self._violations_in_a_row - 1),

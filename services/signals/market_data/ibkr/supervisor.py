@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol
 
+from services.signals import metrics
 from services.signals.market_data.ibkr import errors
 from services.signals.market_data.ibkr.errors import IbMessage
 from services.signals.market_data.ibkr.maintenance import MaintenanceCalendar, Outage
@@ -167,6 +168,7 @@ class ConnectionSupervisor:
 
         self.transitions: deque[Transition] = deque(maxlen=TRANSITIONS_KEPT)
         self._state = SupervisorState.STOPPED
+        metrics.ibkr_state(self._state.value)
         self._reason = "not started"
         self._code: int | None = None
         self._since = clock()
@@ -544,6 +546,7 @@ class ConnectionSupervisor:
         self._state, self._reason, self._code = to, reason, code
         if to is not transition.from_state:
             self._since = now
+            metrics.ibkr_state(to.value, transition.from_state.value)
         if to is SupervisorState.READY:
             self._end_outage()
         self._log(transition)
