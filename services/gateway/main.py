@@ -23,6 +23,8 @@ from services.gateway.security import GatewaySecurity
 from services.gateway.settings import GatewaySettings
 from services.gateway.templating import STATIC_DIR, Templates
 from shared.http import bearer_auth, error_body, install_error_handlers
+from shared.metrics import install_metrics
+from shared.tracing import install_tracing
 
 DESCRIPTION = """\
 Runs of trading-signal workflows, with every artifact, step and log line queryable.
@@ -76,6 +78,9 @@ def create_app(
         GatewaySecurity, allowed_hosts=settings.ibflow_allowed_hosts, allowed_origins=settings.ibflow_allowed_origins,
         max_body_bytes=settings.http_max_body_bytes,
     )
+    # The gateway's own metrics: `/metrics` is never forwarded (the proxy serves `/api/` only).
+    install_metrics(app)
+    install_tracing(app, "gateway")
     install_error_handlers(app)
 
     @app.exception_handler(DownstreamUnavailable)
