@@ -38,6 +38,7 @@ from ibflow.devstack.postgres import EmbeddedPostgres
 from services.artifacts.bench import run_log_bench
 from services.artifacts.ingest_bench import run_ingest_bench
 from services.artifacts.ingest_bench import table_rows as ingest_table_rows
+from services.artifacts.list_bench import list_section
 from services.artifacts.main import create_app as create_artifacts_app
 from services.artifacts.settings import ArtifactsSettings
 from services.gateway.bench import time_run_page
@@ -78,6 +79,7 @@ async def ingest_section(bench: Bench) -> None:
 SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "logs": logs_section,
     "ingest": ingest_section,
+    "lists": lambda bench: list_section(bench.new_database, bench.readme_rows),
 }
 
 
