@@ -121,7 +121,7 @@ class Stack:
             )
             self._postgres.start()
             env["DATABASE_URL"] = self._postgres.create_database("ibflow")
-            print(f"  PostgreSQL (embedded)  {self._postgres.url('ibflow')}")
+            print(f"  PostgreSQL (embedded)  {self._postgres.url('ibflow', hide_password=True)}")
         if not env.get("KAFKA_BOOTSTRAP_SERVERS"):
             self._broker = TansuBroker(
                 port=self._port("IBFLOW_EMBEDDED_KAFKA_PORT", 19092),
