@@ -68,6 +68,7 @@ class Runtime:
             fetch_max_bytes=settings.artifacts_fetch_max_bytes,
             db_retry_seconds=settings.artifacts_db_retry_seconds,
             client_id=CLIENT_ID,
+            artifact_store=self.store,
         )
         try:
             # A group join takes about half the session timeout: bound it well above that.

@@ -8,6 +8,7 @@ from sqlalchemy.exc import DBAPIError
 
 from services.artifacts.ingest.consumer import CONSUMED_TOPICS, decode_record, new_rule
 from shared import topics
+from shared.artifact_store import ArtifactStore
 from shared.consuming import Rejected, is_transient
 from shared.events import ArtifactCreated, LogRecorded, RunRequested, StepStarted, StepSucceeded
 from shared.settings import KafkaSettings
@@ -85,6 +86,30 @@ def test_a_step_event_without_a_step_name_is_rejected():
     outcome = decode_record(record(topics.RUNS_EVENTS, StepStarted(**IDS).to_bytes()), RULE)
     assert isinstance(outcome, Rejected)
     assert "without step_name" in outcome.reason
+
+
+STORE = ArtifactStore.from_url("file:///srv/ibflow/artifact-store")
+IN_STORE = STORE.uri_for("ab" + "0" * 62)
+
+
+@pytest.mark.parametrize("uri", [
+    "file:///etc/passwd",
+    "file:///srv/ibflow/artifact-store/../../../etc/passwd",
+    "file:///srv/ibflow/artifact-store/sha256/ab/" + "0" * 62 + "/../x",
+    "http://evil.example/content",
+    "s3://someone-elses-bucket/sha256/ab/" + "ab" + "0" * 62,
+    "file:///srv/ibflow/artifact-store-other/sha256/ab/" + "ab" + "0" * 62,
+])
+def test_an_artifact_whose_uri_is_outside_the_store_is_rejected_with_the_reason(uri):
+    event = ArtifactCreated(**IDS, name="a", kind="dataset", uri=uri, sha256="ab" + "0" * 62, size_bytes=1)
+    outcome = decode_record(record(topics.ARTIFACTS, event.to_bytes()), RULE, STORE)
+    assert isinstance(outcome, Rejected)
+    assert "uri this service will not read" in outcome.reason
+
+
+def test_an_artifact_in_the_store_is_accepted():
+    event = ArtifactCreated(**IDS, name="a", kind="dataset", uri=IN_STORE, sha256="ab" + "0" * 62, size_bytes=1)
+    assert decode_record(record(topics.ARTIFACTS, event.to_bytes()), RULE, STORE) == event
 
 
 class _PgError(Exception):

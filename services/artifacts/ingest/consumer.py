@@ -27,8 +27,9 @@ from services.artifacts import metrics
 from services.artifacts.ingest.store import StoreResult, store_batch
 from services.artifacts.ingest.trace_ids import store_trace_ids
 from shared import topics
+from shared.artifact_store import ArtifactStore, UnsafeUriError
 from shared.consuming import ConsumerRule, PublishDeadLetter, Rejected, is_transient
-from shared.events import Event, events_of
+from shared.events import ArtifactCreated, Event, events_of
 from shared.kafka import consumer_options
 from shared.settings import KafkaSettings
 
@@ -83,11 +84,18 @@ def new_rule(kafka: KafkaSettings, publish_dead_letter: PublishDeadLetter) -> Co
     )
 
 
-def decode_record(record: ConsumerRecord, rule: ConsumerRule) -> Event | Rejected:
+def decode_record(record: ConsumerRecord, rule: ConsumerRule, store: ArtifactStore | None = None) -> Event | Rejected:
     """The event a record holds, or why it cannot be stored."""
     event = rule.decode(record)
     if isinstance(event, Event) and event.step_name is None and event.event_type.startswith("step."):
         return Rejected(record, f"{event.event_type} without step_name")
+    if isinstance(event, ArtifactCreated) and event.uri is not None and store is not None:
+        # Content is only ever read from this service's store: a uri elsewhere
+        # (file:///etc/passwd, ../, http://) would be listed but never served.
+        try:
+            store.digest_of(event.uri)
+        except UnsafeUriError as exc:
+            return Rejected(record, f"artifact.created with a uri this service will not read: {exc}")
     return event
 
 
@@ -117,6 +125,7 @@ class BatchConsumer:
         db_retry_seconds: float = 30.0,
         client_id: str = "ibflow-artifacts",
         after_store: AfterStore | None = None,
+        artifact_store: ArtifactStore | None = None,
     ) -> None:
         self._kafka = kafka
         self._session_factory = session_factory
@@ -134,6 +143,7 @@ class BatchConsumer:
         self._db_retry_seconds = db_retry_seconds
         self._client_id = client_id
         self._after_store = after_store
+        self._artifact_store = artifact_store
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
         self._stopping = asyncio.Event()
@@ -270,7 +280,7 @@ class BatchConsumer:
         decoded: list[tuple[Event, ConsumerRecord]] = []
         rejected: list[Rejected] = []
         for record in records:
-            outcome = decode_record(record, self._rule)
+            outcome = decode_record(record, self._rule, self._artifact_store)
             if isinstance(outcome, Rejected):
                 rejected.append(outcome)
             else:
