@@ -83,8 +83,10 @@ class RunParams(BaseModel):
     symbols: list[Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9.]{0,11}$")]] | None = Field(
         default=None, min_length=1, max_length=100
     )
+    # Left out of the event when unset, so a run without it is requested with the same bytes as before.
     as_of: date | None = Field(
-        default=None, description="run as of this date's close: market data ends at it, nothing later is used"
+        default=None, exclude_if=lambda value: value is None,
+        description="run as of this date's close: market data ends at it, nothing later is used",
     )
 
 

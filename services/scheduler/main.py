@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from services.scheduler import trading_calendar
 
 from services.scheduler.api import build_router
+from services.scheduler.backfills_api import build_backfills_router
 from services.scheduler.clock import Clock, SystemClock
 from services.scheduler.health import SERVICE, scheduler_health
 from services.scheduler.migrate import scheduler_alembic_config
@@ -97,6 +98,7 @@ def create_app(settings: SchedulerSettings | None = None, *, clock: Clock | None
                             status_code=503)
 
     app.include_router(build_router(bearer_auth(settings.ibflow_api_token)))
+    app.include_router(build_backfills_router(bearer_auth(settings.ibflow_api_token)))
 
     @app.get("/health", response_model=HealthReport, tags=["health"], responses={503: {"model": HealthReport}})
     async def health() -> HealthReport | JSONResponse:

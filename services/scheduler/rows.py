@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, DateTime, Identity, Index, Integer, MetaData, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Date,
+    DateTime,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -19,6 +32,7 @@ class Base(DeclarativeBase):
             "uq": "uq_%(table_name)s_%(column_0_N_name)s",
             "ck": "ck_%(table_name)s_%(constraint_name)s",
             "pk": "pk_%(table_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
         }
     )
 
@@ -49,13 +63,14 @@ class Schedule(Base):
 
 
 class ScheduleSlot(Base):
-    """A decided slot or a manual trigger; for the ones that fire, the outbox of their
-    `RunRequested`: claimed here before publishing, re-published if unconfirmed."""
+    """A decided slot, a manual trigger or a backfill's run; for the ones that fire, the
+    outbox of their `RunRequested`: claimed here before publishing, re-published if
+    unconfirmed. The execution id is the key, so a backfill's date is claimed once."""
 
     __tablename__ = "schedule_slots"
     __table_args__ = (
         CheckConstraint("state IN ('queued', 'claimed', 'published', 'skipped')", name="state"),
-        CheckConstraint("trigger IN ('schedule', 'manual')", name="trigger"),
+        CheckConstraint("trigger IN ('schedule', 'manual', 'backfill')", name="trigger"),
         # the claim: one row per scheduled slot, whichever replica gets there first
         Index(
             "uq_schedule_slots_scheduled_slot", "workflow_id", "slot_at",
@@ -109,7 +124,7 @@ class TrackedRun(Base):
 
     __tablename__ = "tracked_runs"
     __table_args__ = (
-        CheckConstraint("status IN ('requested', 'running', 'succeeded', 'failed')", name="status"),
+        CheckConstraint("status IN ('requested', 'running', 'succeeded', 'partial', 'failed')", name="status"),
         Index("ix_tracked_runs_active", "workflow_id", "updated_at",
               postgresql_where=text("status IN ('requested', 'running')")),
     )
@@ -118,3 +133,54 @@ class TrackedRun(Base):
     workflow_id: Mapped[str] = mapped_column(String(128))
     status: Mapped[str] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+class Backfill(Base):
+    """One request to run a workflow once per trading session of a date range."""
+
+    __tablename__ = "backfills"
+    __table_args__ = (
+        CheckConstraint("state IN ('active', 'released', 'cancelled')", name="state"),
+        CheckConstraint("start_date <= end_date", name="range"),
+        CheckConstraint("max_active_runs >= 1", name="max_active_runs"),
+        Index("ix_backfills_workflow_id_created_at", "workflow_id", "created_at"),
+        Index("ix_backfills_active", "created_at", postgresql_where=text("state = 'active'")),
+    )
+
+    backfill_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workflow_id: Mapped[str] = mapped_column(String(128))
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date] = mapped_column(Date)
+    calendar: Mapped[str] = mapped_column(String(32))
+    # every run's params but as_of (the schedule's defaults overridden by the request's)
+    params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    max_active_runs: Mapped[int] = mapped_column(Integer)
+    # active: runs are still to be released; released: all were; cancelled: no more will be
+    state: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    cancelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # the scorecard run requested once every run of the backfill has ended
+    scorecard_execution_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class BackfillRun(Base):
+    """One session of a backfill and the run that covers it."""
+
+    __tablename__ = "backfill_runs"
+    __table_args__ = (
+        CheckConstraint("state IN ('queued', 'released', 'existing', 'cancelled')", name="state"),
+        Index("ix_backfill_runs_queued", "backfill_id", "session_date", postgresql_where=text("state = 'queued'")),
+        Index("ix_backfill_runs_execution_id", "execution_id"),
+    )
+
+    backfill_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("backfills.backfill_id", ondelete="CASCADE"), primary_key=True
+    )
+    session_date: Mapped[date] = mapped_column(Date, primary_key=True)
+    execution_id: Mapped[str] = mapped_column(String(200))
+    # queued: not requested yet; released: this backfill requested the run; existing: the
+    # run had been requested before (an earlier backfill of the date), so it is followed,
+    # not started again; cancelled: the backfill was cancelled before requesting it
+    state: Mapped[str] = mapped_column(String(16))
+    released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+

@@ -1,9 +1,12 @@
-"""Which runs are still going, for `max_active_runs`.
+"""Which runs are still going, for `max_active_runs`, and how the ended ones ended, for
+backfills.
 
 The scheduler reads no other service's tables: it marks the runs it requests, and
 follows `ibflow.runs.events` (consumer group `ibflow-scheduler`) for their start and
 end. A run that never reports an end stops counting after
 `SCHEDULER_ACTIVE_RUN_TIMEOUT_SECONDS`, so a lost run cannot block a schedule forever.
+A backfill's runs do not count against the schedule's `max_active_runs` (the backfill
+has its own): the morning's scheduled run does not wait behind a replay of last year.
 """
 
 from __future__ import annotations
@@ -14,18 +17,18 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.scheduler.execution_ids import BACKFILL_PREFIX
 from services.scheduler.rows import TrackedRun
 from shared.events import Event, RunFailed, RunPartiallySucceeded, RunStarted, RunSucceeded
 
 ACTIVE_STATUSES = ("requested", "running")
-TERMINAL_STATUSES = ("succeeded", "failed")
+TERMINAL_STATUSES = ("succeeded", "partial", "failed")
 _STATUS_OF_EVENT: dict[type[Event], str] = {
     RunStarted: "running",
     RunSucceeded: "succeeded",
-    # The workflow ran to its end, so the run no longer counts towards max_active_runs.
-    # tracked_runs answers only "still active?"; which items failed is the artifacts
-    # service's to tell.
-    RunPartiallySucceeded: "succeeded",
+    # The workflow ran to its end, so the run no longer counts towards max_active_runs;
+    # which items failed is the artifacts service's to tell.
+    RunPartiallySucceeded: "partial",
     RunFailed: "failed",
 }
 
@@ -65,5 +68,6 @@ async def count_active_runs(session: AsyncSession, workflow_id: str, *, now: dat
             TrackedRun.workflow_id == workflow_id,
             TrackedRun.status.in_(ACTIVE_STATUSES),
             TrackedRun.updated_at >= now - timeout,
+            TrackedRun.execution_id.not_like(f"{BACKFILL_PREFIX}%"),
         )
     ) or 0

@@ -8,8 +8,8 @@ edit waits for at most one decision):
 2. the slots since this replica's last look are decided (`slot_decisions`) and each is
    recorded: claimed to fire, queued, or skipped, with a ledger entry. A slot another
    replica already claimed is recorded as `deduplicated` and not fired again.
-Then the claimed slots are published (`outbox`), and slots whose publication nobody
-confirmed in time are re-published.
+Then the claimed slots are published (`outbox`), backfills release their next runs
+(`backfills`), and slots whose publication nobody confirmed in time are re-published.
 
 The schedule's `evaluated_until` remembers how far slots were decided, across restarts:
 slots between it and now that are older than the misfire grace were missed while no
@@ -26,6 +26,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.scheduler import ledger, run_tracking
+from services.scheduler.backfills import Backfills
 from services.scheduler.clock import Clock
 from services.scheduler.cron import slots_between
 from services.scheduler.execution_ids import scheduled_execution_id
@@ -66,6 +67,9 @@ class SchedulingLoop:
         self._grace = misfire_grace
         self._active_run_timeout = active_run_timeout
         self._max_lookback = max_lookback
+        self._backfills = Backfills(
+            sessions, outbox, clock, instance_id=instance_id, active_run_timeout=active_run_timeout
+        )
         # how far this replica has looked, per workflow (starts at the stored mark)
         self._cursors: dict[str, datetime] = {}
         self.last_tick_at: datetime | None = None
@@ -88,6 +92,7 @@ class SchedulingLoop:
         for workflow_id in workflow_ids:
             pending = await self._decide(workflow_id, now)
             await self._outbox.publish(pending)
+        await self._backfills.tick()
         await self._outbox.republish_expired()
         self.last_tick_at = now
 

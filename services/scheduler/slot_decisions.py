@@ -36,6 +36,7 @@ class Outcome(StrEnum):
     FIRED = "fired"
     RECOVERED = "recovered"
     MANUAL = "manual"
+    BACKFILL = "backfill"
     SKIPPED = "skipped"
     QUEUED = "queued"
     DEDUPLICATED = "deduplicated"
@@ -50,6 +51,7 @@ class SkipReason(StrEnum):
     PAUSED = "paused"
     MISFIRE = "misfire_policy"
     CONCURRENCY = "max_active_runs"
+    CANCELLED = "cancelled"
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
 
 import exchange_calendars
@@ -73,6 +73,34 @@ def is_trading_day(name: str, day: date) -> bool:
         except (exchange_calendars.errors.CalendarError, ValueError):
             # the library has no data that far out for this exchange: weekdays only
             return _weekmask(name)[day.weekday()] == "1"
+
+
+def sessions_between(name: str, start: date, end: date) -> list[date]:
+    """The calendar's trading sessions from `start` to `end`, both included, in order."""
+    sessions: list[date] = []
+    block = start.year - start.year % _BLOCK_YEARS
+    while block <= end.year:
+        first, last = max(start, date(block, 1, 1)), min(end, date(block + _BLOCK_YEARS - 1, 12, 31))
+        with _without_pandas_deprecations():
+            try:
+                found = _calendar_for_block(name, block).sessions_in_range(first.isoformat(), last.isoformat())
+                sessions += [session.date() for session in found]
+            except (exchange_calendars.errors.CalendarError, ValueError):
+                # the library has no data that far out for this exchange: weekdays only
+                days = (first + timedelta(days=n) for n in range((last - first).days + 1))
+                sessions += [day for day in days if _weekmask(name)[day.weekday()] == "1"]
+        block += _BLOCK_YEARS
+    return sessions
+
+
+def session_close(name: str, session: date) -> datetime | None:
+    """When the session closes (UTC); None when the library cannot tell."""
+    with _without_pandas_deprecations():
+        try:
+            calendar = _calendar_for_block(name, session.year - session.year % _BLOCK_YEARS)
+            return calendar.session_close(session.isoformat()).to_pydatetime().astimezone(UTC)
+        except (exchange_calendars.errors.CalendarError, ValueError):
+            return None
 
 
 def non_trading_reason(name: str, day: date) -> str:

@@ -27,7 +27,7 @@ from shared.startup import running
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "sched_0001"
+HEAD = "sched_0002"
 
 
 def settings_for(database_url: str, kafka_env: dict[str, str], **extra) -> SchedulerSettings:
@@ -56,7 +56,34 @@ async def test_migrate_upgrades_to_head_in_its_own_version_table_and_can_run_aga
         "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables "
         "WHERE table_schema = 'public'",
     )
-    assert tables.split(",") == [VERSION_TABLE, "schedule_ledger", "schedule_slots", "schedules", "tracked_runs"]
+    assert tables.split(",") == [VERSION_TABLE, "backfill_runs", "backfills", "schedule_ledger", "schedule_slots",
+                                 "schedules", "tracked_runs"]
+
+
+async def test_the_backfill_migration_goes_down_and_up_again(new_database):
+    url = new_database("scheduler_downgrade")
+    head = await migrate(url)
+    engine = create_async_engine(normalize_database_url(url))
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(
+                "INSERT INTO tracked_runs VALUES ('backfill-wf-20120601', 'wf', 'partial', now())"))
+            await connection.run_sync(lambda sync: _downgrade(sync, url, "sched_0001"))
+            assert (await connection.execute(text("SELECT status FROM tracked_runs"))).scalar() == "succeeded"
+    finally:
+        await engine.dispose()
+    assert await scalar(url, "SELECT to_regclass('backfills') IS NULL")
+    assert await migrate(url) == head
+
+
+def _downgrade(connection, url: str, revision: str) -> None:
+    from alembic import command
+
+    from services.scheduler.migrate import scheduler_alembic_config
+
+    config = scheduler_alembic_config(normalize_database_url(url))
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
 
 
 async def test_the_tables_match_the_models(new_database):
