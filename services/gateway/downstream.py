@@ -13,6 +13,7 @@ import httpx
 
 from services.gateway.settings import GatewaySettings
 from shared import bounded_json
+from shared.missing_imports import remember_missing
 
 # The gateway forwards these prefixes unchanged to the service that owns them (docs/architecture.md).
 API_ROUTES: tuple[tuple[str, str], ...] = (
@@ -114,6 +115,7 @@ def error_of(service: Downstream, response: httpx.Response) -> DownstreamError:
 
 
 def new_client(settings: GatewaySettings, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+    remember_missing()
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import APIRouter, HTTPException, Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from services.gateway.downstream import Downstream, DownstreamUnavailable, Services
 from shared.tracing import inject
@@ -28,6 +28,9 @@ FORWARDED_RESPONSE_HEADERS = (
     "x-accel-buffering", "x-request-id", "allow",
 )
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Answers up to this size are read whole and sent in one piece; larger ones, and any
+# without a length, stream through.
+WHOLE_BODY_BYTES = 256 * 1024
 
 router = APIRouter()
 
@@ -36,7 +39,7 @@ router = APIRouter()
     "/api/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
     include_in_schema=False,
 )
-async def forward(request: Request) -> StreamingResponse:
+async def forward(request: Request) -> Response:
     services: Services = request.app.state.services
     service = services.owner(request.url.path)
     if service is None:
@@ -52,7 +55,7 @@ async def forward(request: Request) -> StreamingResponse:
     return await relay(services.client, service, request)
 
 
-async def relay(client: httpx.AsyncClient, service: Downstream, request: Request) -> StreamingResponse:
+async def relay(client: httpx.AsyncClient, service: Downstream, request: Request) -> Response:
     headers = {name: value for name in FORWARDED_REQUEST_HEADERS if (value := request.headers.get(name))}
     # the gateway's request span is the parent of the service's: one trace from the client on
     inject(headers)
@@ -79,11 +82,27 @@ async def relay(client: httpx.AsyncClient, service: Downstream, request: Request
         upstream = await client.send(upstream_request, stream=True)
     except httpx.HTTPError as exc:
         raise DownstreamUnavailable(service, exc) from exc
+    if not streaming and _declared_length(upstream) <= WHOLE_BODY_BYTES:
+        # Most answers are a page of JSON: passed on as one piece, without the task that
+        # a streamed response keeps listening for the client's disconnect.
+        try:
+            body = await upstream.aread()
+        except httpx.HTTPError as exc:
+            raise DownstreamUnavailable(service, exc) from exc
+        finally:
+            await upstream.aclose()
+        return Response(body, status_code=upstream.status_code, headers=_response_headers(upstream, service))
     return StreamingResponse(
         _body(upstream, service),
         status_code=upstream.status_code,
         headers=_response_headers(upstream, service),
     )
+
+
+def _declared_length(upstream: httpx.Response) -> int:
+    """The body's Content-Length, or more than any whole body when it has none (chunked)."""
+    length = upstream.headers.get("content-length", "")
+    return int(length) if length.isdigit() and "content-encoding" not in upstream.headers else WHOLE_BODY_BYTES + 1
 
 
 async def _body(upstream: httpx.Response, service: Downstream) -> AsyncIterator[bytes]:
