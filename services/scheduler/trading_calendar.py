@@ -3,30 +3,53 @@
 A schedule names a calendar (`XNYS` by default) or none. A slot fires only if its
 date, read in the schedule's own timezone, is a trading session of that exchange;
 otherwise it is skipped and recorded as a holiday (weekends included).
+
+The library (and the pandas it imports) runs in a short-lived child process,
+services/scheduler/calendar_worker.py, once per exchange and block of years; this
+process keeps only the answers, plain dates and times.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from functools import cache, lru_cache
-
-import exchange_calendars
-from pandas.errors import Pandas4Warning
 
 from services.scheduler.cron import ScheduleError
 
 DEFAULT_CALENDAR = "XNYS"
 _OFF = {"", "none", "off", "null"}
-# Calendars are built for whole decades: building one takes a few hundred ms.
+# Calendars are asked for whole decades: one child process per exchange and decade.
 _BLOCK_YEARS = 10
+WORKER_TIMEOUT_SECONDS = 120
+
+
+class CalendarUnavailable(RuntimeError):
+    """The calendar child process failed: the library could not be run."""
+
+
+@dataclass(frozen=True)
+class CalendarBlock:
+    weekmask: str  # Monday first, "1" for a weekday the exchange trades on
+    closes: dict[date, datetime]  # session -> its close (UTC); empty when the library has no data
+
+
+def _ask_worker(*args: str) -> object:
+    result = subprocess.run(
+        [sys.executable, "-m", "services.scheduler.calendar_worker", *args],
+        capture_output=True, text=True, timeout=WORKER_TIMEOUT_SECONDS,
+    )
+    if result.returncode != 0:
+        raise CalendarUnavailable(f"calendar worker {' '.join(args)} failed: {result.stderr.strip()[-2000:]}")
+    return json.loads(result.stdout)
 
 
 @cache
 def _known_names() -> dict[str, str]:
-    return {name.upper(): name for name in exchange_calendars.get_calendar_names()}
+    return {name.upper(): name for name in _ask_worker("names")}
 
 
 def parse_calendar(name: str | None) -> str | None:
@@ -42,67 +65,49 @@ def parse_calendar(name: str | None) -> str | None:
     return known
 
 
-@contextmanager
-def _without_pandas_deprecations() -> Iterator[None]:
-    # exchange_calendars 4.13 trips pandas 3.1 deprecations inside; nothing to act on here
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Pandas4Warning)
-        yield
-
-
 @lru_cache(maxsize=32)
-def _calendar_for_block(name: str, first_year: int):
-    # Starts a month early: a calendar's first session is its start's next trading day,
-    # and a date before it (2 January after the New Year holiday) would be out of bounds.
-    return exchange_calendars.get_calendar(
-        name, start=f"{first_year - 1}-12-01", end=f"{first_year + _BLOCK_YEARS - 1}-12-31"
+def _block(name: str, first_year: int) -> CalendarBlock:
+    answer = _ask_worker("block", name, str(first_year), str(first_year + _BLOCK_YEARS - 1))
+    return CalendarBlock(
+        weekmask=answer["weekmask"],
+        closes={date.fromisoformat(day): datetime.fromisoformat(close) for day, close in answer["sessions"]},
     )
 
 
-@cache
-def _weekmask(name: str) -> str:
-    with _without_pandas_deprecations():
-        return exchange_calendars.get_calendar(name).weekmask
+def _block_of(name: str, day: date) -> CalendarBlock:
+    return _block(name, day.year - day.year % _BLOCK_YEARS)
 
 
 def is_trading_day(name: str, day: date) -> bool:
-    with _without_pandas_deprecations():
-        try:
-            calendar = _calendar_for_block(name, day.year - day.year % _BLOCK_YEARS)
-            return bool(calendar.is_session(day.isoformat()))
-        except (exchange_calendars.errors.CalendarError, ValueError):
-            # the library has no data that far out for this exchange: weekdays only
-            return _weekmask(name)[day.weekday()] == "1"
+    block = _block_of(name, day)
+    if not block.closes:
+        # the library has no data that far out for this exchange: weekdays only
+        return block.weekmask[day.weekday()] == "1"
+    return day in block.closes
 
 
 def sessions_between(name: str, start: date, end: date) -> list[date]:
     """The calendar's trading sessions from `start` to `end`, both included, in order."""
     sessions: list[date] = []
-    block = start.year - start.year % _BLOCK_YEARS
-    while block <= end.year:
-        first, last = max(start, date(block, 1, 1)), min(end, date(block + _BLOCK_YEARS - 1, 12, 31))
-        with _without_pandas_deprecations():
-            try:
-                found = _calendar_for_block(name, block).sessions_in_range(first.isoformat(), last.isoformat())
-                sessions += [session.date() for session in found]
-            except (exchange_calendars.errors.CalendarError, ValueError):
-                # the library has no data that far out for this exchange: weekdays only
-                days = (first + timedelta(days=n) for n in range((last - first).days + 1))
-                sessions += [day for day in days if _weekmask(name)[day.weekday()] == "1"]
-        block += _BLOCK_YEARS
+    block_year = start.year - start.year % _BLOCK_YEARS
+    while block_year <= end.year:
+        first, last = max(start, date(block_year, 1, 1)), min(end, date(block_year + _BLOCK_YEARS - 1, 12, 31))
+        block = _block(name, block_year)
+        days = (first + timedelta(days=n) for n in range((last - first).days + 1))
+        if block.closes:
+            sessions += [day for day in days if day in block.closes]
+        else:
+            # the library has no data that far out for this exchange: weekdays only
+            sessions += [day for day in days if block.weekmask[day.weekday()] == "1"]
+        block_year += _BLOCK_YEARS
     return sessions
 
 
 def session_close(name: str, session: date) -> datetime | None:
     """When the session closes (UTC); None when the library cannot tell."""
-    with _without_pandas_deprecations():
-        try:
-            calendar = _calendar_for_block(name, session.year - session.year % _BLOCK_YEARS)
-            return calendar.session_close(session.isoformat()).to_pydatetime().astimezone(UTC)
-        except (exchange_calendars.errors.CalendarError, ValueError):
-            return None
+    return _block_of(name, session).closes.get(session)
 
 
 def non_trading_reason(name: str, day: date) -> str:
-    kind = "weekend" if _weekmask(name)[day.weekday()] == "0" else "holiday"
+    kind = "weekend" if _block_of(name, day).weekmask[day.weekday()] == "0" else "holiday"
     return f"{day.isoformat()} is not a {name} trading day ({kind})"
