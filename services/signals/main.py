@@ -17,10 +17,11 @@ from services.signals.consumer import RunRequestHandler
 from services.signals.health import SERVICE, health_report
 from services.signals.market_data.factory import build_provider
 from services.signals.market_data.provider import MarketDataProvider
+from services.signals.scorecard.stored_signals import ArtifactsApiStoredSignals
 from services.signals.settings import SignalsSettings
+from services.signals.workflow.catalogue import WORKFLOWS
 from services.signals.workflow.previous_signals import ArtifactsApiPreviousSignals
 from services.signals.workflow.runner import RunResources
-from services.signals.workflow.trading_signal import WORKFLOWS
 from shared import topics
 from shared.artifact_store import ArtifactStore
 from shared.events import (
@@ -115,6 +116,7 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
         previous_signals=ArtifactsApiPreviousSignals(
             settings.artifacts_url, timeout=settings.artifacts_timeout_seconds
         ),
+        stored_signals=ArtifactsApiStoredSignals(settings.artifacts_url, timeout=settings.artifacts_timeout_seconds),
     )
     broker = new_broker(settings, client_id=CLIENT_ID)
     publisher = KafkaEventPublisher(broker)

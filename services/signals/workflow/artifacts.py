@@ -74,12 +74,14 @@ class StepArtifacts:
         self.published: list[ArtifactCreated] = []
 
     async def json(
-        self, name: str, kind: str, value: Any, *, metadata: Mapping[str, Any] | None = None
+        self, name: str, kind: str, value: Any, *, metadata: Mapping[str, Any] | None = None,
+        inline_max_bytes: int | None = None,
     ) -> ArtifactCreated:
-        """Inline when the JSON is small, otherwise the same JSON in the store."""
+        """Inline when the JSON is small (at most `inline_max_bytes`, by default the
+        service's setting), otherwise the same JSON in the store."""
         value = jsonable(value)
         encoded = json.dumps(value, separators=(",", ":")).encode()
-        if len(encoded) <= self._inline_max_bytes:
+        if len(encoded) <= (inline_max_bytes or self._inline_max_bytes):
             if orders := column_orders(value):
                 metadata = {"columns": orders, **(metadata or {})}
             return await self._publish(name, kind, JSON, metadata, payload=value)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from services.signals import metrics
 from services.signals.market_data.provider import MarketDataProvider
@@ -39,12 +39,20 @@ from shared.events import (
     StepSucceeded,
 )
 
+if TYPE_CHECKING:
+    from services.signals.scorecard.scoring import StoredSignal
+
 ATTEMPT = 1  # steps are not retried inside a run; a redelivered request re-runs with the same ids
 MAX_REASON_CHARS = 2000
 
 
 class PreviousSignalsLookup(Protocol):
     async def __call__(self, *, workflow_id: str, execution_id: str) -> PreviousSignals | None: ...
+
+
+class StoredSignalsLookup(Protocol):
+    async def __call__(self, *, workflow_id: str) -> tuple[list[StoredSignal], int]:
+        """Every signal the workflow published, and how many signals artifacts held them."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,8 @@ class RunResources:
     step_timeout_seconds: float
     inline_max_bytes: int
     previous_signals: PreviousSignalsLookup
+    # what a scorecard scores; None in a service that runs no scorecard workflow
+    stored_signals: StoredSignalsLookup | None = None
 
 
 @dataclass(frozen=True)
