@@ -136,10 +136,12 @@ async def _start(runtime: SchedulerRuntime, startup: Startup, client_id: str) ->
         trading_calendar.is_trading_day, trading_calendar.DEFAULT_CALENDAR, runtime.clock.now().date()
     )
     runtime.loop_task = asyncio.create_task(runtime.loop.run(), name=f"{SERVICE}-loop")
+    runtime.start_retention()
 
 
 async def _stop(runtime: SchedulerRuntime) -> None:
     """Stops whatever the start-up got to; safe to call again."""
+    await runtime.stop_retention()
     if runtime.loop_task is not None:
         runtime.loop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -184,3 +184,23 @@ class BackfillRun(Base):
     state: Mapped[str] = mapped_column(String(16))
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
+
+
+class RetentionLedgerEntry(Base):
+    """What one retention rule removed in one sweep (services/scheduler/retention.py)."""
+
+    __tablename__ = "scheduler_retention_ledger"
+    __table_args__ = (Index("ix_scheduler_retention_ledger_started_at", "started_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # schedule_ledger, schedule_slots or tracked_runs
+    target: Mapped[str] = mapped_column(String(50))
+    rule: Mapped[str] = mapped_column(Text)
+    cutoff: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    removed: Mapped[int] = mapped_column(BigInteger)
+    removed_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    batches: Mapped[int] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    error: Mapped[str | None] = mapped_column(Text)

@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.scheduler.clock import Clock
 from services.scheduler.outbox import RunRequestOutbox
+from services.scheduler.retention import retention_job
 from services.scheduler.scheduling_loop import SchedulingLoop
 from services.scheduler.settings import SchedulerSettings
+from shared.retention import RetentionJob
 
 
 @dataclass
@@ -28,3 +30,13 @@ class SchedulerRuntime:
     outbox: RunRequestOutbox
     loop: SchedulingLoop
     loop_task: asyncio.Task | None = field(default=None)
+    retention: RetentionJob | None = field(default=None)
+
+    def start_retention(self) -> None:
+        """The periodic job that deletes what RETENTION_SCHEDULER_DAYS lets expire."""
+        self.retention = retention_job(self.settings, self.engine, self.sessions).start()
+
+    async def stop_retention(self) -> None:
+        if self.retention is not None:
+            await self.retention.stop()
+            self.retention = None

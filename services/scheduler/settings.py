@@ -7,6 +7,7 @@ import socket
 
 from pydantic import Field
 
+from services.scheduler.retention import SchedulerRetentionSettings
 from shared.settings import DatabaseSettings, HttpSettings, KafkaSettings
 
 
@@ -14,7 +15,7 @@ def _default_instance_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-class SchedulerSettings(KafkaSettings, DatabaseSettings, HttpSettings):
+class SchedulerSettings(KafkaSettings, DatabaseSettings, HttpSettings, SchedulerRetentionSettings):
     # Seed the default workflow's schedule on first start only; the API owns it after that.
     workflow_schedule: str = "0 9 * * 1-5"
     workflow_timezone: str = "America/New_York"

@@ -27,7 +27,7 @@ from shared.startup import running
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "sched_0002"
+HEAD = "sched_0003"
 
 
 def settings_for(database_url: str, kafka_env: dict[str, str], **extra) -> SchedulerSettings:
@@ -57,7 +57,7 @@ async def test_migrate_upgrades_to_head_in_its_own_version_table_and_can_run_aga
         "WHERE table_schema = 'public'",
     )
     assert tables.split(",") == [VERSION_TABLE, "backfill_runs", "backfills", "schedule_ledger", "schedule_slots",
-                                 "schedules", "tracked_runs"]
+                                 "scheduler_retention_ledger", "schedules", "tracked_runs"]
 
 
 async def test_the_backfill_migration_goes_down_and_up_again(new_database):
