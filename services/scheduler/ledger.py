@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.scheduler.metrics import count_outcome_on_commit
 from services.scheduler.rows import LedgerEntry
 from services.scheduler.slot_decisions import Outcome, SkipReason
 
@@ -37,6 +38,8 @@ def record(
             recorded_at=recorded_at,
         )
     )
+    count_outcome_on_commit(getattr(session, "sync_session", session), workflow=workflow_id, trigger=trigger,
+                            outcome=str(outcome))
 
 
 async def entries_page(

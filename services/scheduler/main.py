@@ -32,8 +32,10 @@ from shared.database import describe_database, normalize_database_url, require_s
 from shared.health import HealthReport
 from shared.http import bearer_auth, error_body, install_error_handlers
 from shared.kafka import ensure_topics, new_broker, start_broker
+from shared.metrics import install_metrics, observe_broker_lag, observe_pool
 from shared.request_guard import RequestGuard
 from shared.startup import Startup, StartupGate, configuration
+from shared.tracing import install_tracing
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,8 @@ def create_app(settings: SchedulerSettings | None = None, *, clock: Clock | None
     app.state.startup = startup
     app.add_middleware(StartupGate, startup=startup)
     app.add_middleware(RequestGuard, max_body_bytes=settings.http_max_body_bytes)
+    install_metrics(app, refresh=[lambda: observe_pool(engine), lambda: observe_broker_lag(broker)])
+    install_tracing(app, SERVICE)
     install_error_handlers(app)
 
     @app.exception_handler(SQLAlchemyError)

@@ -21,12 +21,15 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.scheduler import ledger, run_tracking
+from opentelemetry.trace import SpanKind
+
+from services.scheduler import ledger, metrics, run_tracking
 from services.scheduler.clock import Clock
 from services.scheduler.execution_ids import request_event_id
 from services.scheduler.publisher import RunPublisher
 from services.scheduler.rows import ScheduleSlot
 from services.scheduler.slot_decisions import Outcome
+from shared import tracing
 from shared.events import RunParams, RunRequested
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ class PendingRequest:
     workflow_id: str
     event: str
     attempts: int
+    # the trace context published with the event, fixed at claim time like the event
+    traceparent: str | None = None
 
 
 class RunRequestOutbox:
@@ -77,6 +82,7 @@ class RunRequestOutbox:
     ) -> PendingRequest | None:
         """Claim a slot nobody has claimed; None if another replica already has it."""
         event = self._event(execution_id, workflow_id, trigger, slot_at, params)
+        traceparent = _trace_context(execution_id, workflow_id, trigger)
         inserted = await session.scalar(
             insert(ScheduleSlot)
             .values(
@@ -89,6 +95,7 @@ class RunRequestOutbox:
                 detail=detail,
                 params=params,
                 event=event,
+                traceparent=traceparent,
                 claimed_by=self._instance_id,
                 claimed_at=now,
                 lease_until=now + self._lease,
@@ -101,18 +108,20 @@ class RunRequestOutbox:
         if inserted is None:
             return None
         await run_tracking.mark_requested(session, execution_id=execution_id, workflow_id=workflow_id, now=now)
-        return PendingRequest(execution_id, workflow_id, event, attempts=1)
+        return PendingRequest(execution_id, workflow_id, event, attempts=1, traceparent=traceparent)
 
     async def claim_queued(self, session: AsyncSession, row: ScheduleSlot, *, now: datetime) -> PendingRequest:
         """Claim a queued slot whose row the caller holds locked."""
         row.event = self._event(row.execution_id, row.workflow_id, row.trigger, row.slot_at, row.params)
+        row.traceparent = _trace_context(row.execution_id, row.workflow_id, row.trigger)
         row.state = "claimed"
         row.claimed_by = self._instance_id
         row.claimed_at = now
         row.lease_until = now + self._lease
         row.attempts = 1
         await run_tracking.mark_requested(session, execution_id=row.execution_id, workflow_id=row.workflow_id, now=now)
-        return PendingRequest(row.execution_id, row.workflow_id, row.event, attempts=1)
+        return PendingRequest(row.execution_id, row.workflow_id, row.event, attempts=1,
+                              traceparent=row.traceparent)
 
     def _event(
         self, execution_id: str, workflow_id: str, trigger: str, slot_at: datetime, params: dict[str, Any]
@@ -134,7 +143,8 @@ class RunRequestOutbox:
     async def publish(self, pending: list[PendingRequest]) -> None:
         for request in pending:
             try:
-                await self._publisher.publish(request.execution_id.encode(), request.event.encode())
+                await self._publisher.publish(request.execution_id.encode(), request.event.encode(),
+                                              traceparent=request.traceparent)
             except Exception as exc:  # the broker's errors are many; every one means "retry later"
                 log.warning(
                     "publishing a run request failed; it will be retried",
@@ -166,10 +176,10 @@ class RunRequestOutbox:
                         attempts=ScheduleSlot.attempts + 1,
                     )
                     .returning(ScheduleSlot.execution_id, ScheduleSlot.workflow_id, ScheduleSlot.event,
-                               ScheduleSlot.attempts)
+                               ScheduleSlot.attempts, ScheduleSlot.traceparent)
                 )
             ).all()
-        pending = [PendingRequest(r.execution_id, r.workflow_id, r.event, r.attempts) for r in rows]
+        pending = [PendingRequest(r.execution_id, r.workflow_id, r.event, r.attempts, r.traceparent) for r in rows]
         if pending:
             log.info("re-publishing run requests whose lease ran out",
                      extra={"execution_ids": [p.execution_id for p in pending]})
@@ -206,6 +216,7 @@ class RunRequestOutbox:
                 session, workflow_id=request.workflow_id, execution_id=request.execution_id, slot_at=slot_at,
                 trigger=trigger, outcome=outcome, detail=detail, recorded_by=self._instance_id, recorded_at=now,
             )
+        metrics.observe_fire_delay(request.workflow_id, trigger, slot_at, now)
 
     async def _record_failure(self, request: PendingRequest, exc: Exception) -> None:
         now = self._clock.now()
@@ -232,3 +243,12 @@ class RunRequestOutbox:
                            f"{int(backoff.total_seconds())}s",
                     recorded_by=self._instance_id, recorded_at=now,
                 )
+
+
+def _trace_context(execution_id: str, workflow_id: str, trigger: str) -> str | None:
+    """The traceparent to publish the request with: a span in the trace of the HTTP
+    request that triggered the run (a manual trigger), or the root of a new trace (a
+    slot the loop decided)."""
+    with tracing.span(f"request run {workflow_id}", kind=SpanKind.PRODUCER,
+                      attributes={"ibflow.execution_id": execution_id, "ibflow.trigger": trigger}):
+        return tracing.current_traceparent()

@@ -7,11 +7,13 @@ from typing import Protocol
 from faststream.kafka import KafkaBroker
 
 from shared import topics
+from shared.tracing import kafka_headers
 
 
 class RunPublisher(Protocol):
-    async def publish(self, key: bytes, value: bytes) -> None:
-        """Return only once the broker has acknowledged the record."""
+    async def publish(self, key: bytes, value: bytes, *, traceparent: str | None = None) -> None:
+        """Return only once the broker has acknowledged the record; `traceparent` goes
+        in the record's headers."""
         ...
 
 
@@ -19,5 +21,5 @@ class KafkaRunPublisher:
     def __init__(self, broker: KafkaBroker) -> None:
         self._broker = broker
 
-    async def publish(self, key: bytes, value: bytes) -> None:
-        await self._broker.publish(value, topic=topics.RUNS_REQUESTED, key=key)
+    async def publish(self, key: bytes, value: bytes, *, traceparent: str | None = None) -> None:
+        await self._broker.publish(value, topic=topics.RUNS_REQUESTED, key=key, headers=kafka_headers(traceparent))

@@ -92,6 +92,8 @@ class ScheduleSlot(Base):
     params: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
     # the exact RunRequested value, fixed at claim time so a re-publish is identical
     event: Mapped[str | None] = mapped_column(Text)
+    # the trace context published with it (W3C traceparent), the same on a re-publish
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -37,7 +37,7 @@ CLAIM_THEN_HANG = f"""
 import asyncio, sys
 from services.scheduler import publisher
 
-async def publish_never(self, key, value):
+async def publish_never(self, key, value, *, traceparent=None):
     print({MARKER!r}, key.decode(), flush=True)
     await asyncio.Event().wait()
 

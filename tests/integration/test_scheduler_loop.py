@@ -64,14 +64,14 @@ class RecordingPublisher:
         self.hang = False
         self.entered = asyncio.Event()
 
-    async def publish(self, key: bytes, value: bytes) -> None:
+    async def publish(self, key: bytes, value: bytes, *, traceparent: str | None = None) -> None:
         self.entered.set()
         if self.hang:
             await asyncio.Event().wait()  # the process is killed while it waits here
         if self.failures_left:
             self.failures_left -= 1
             raise ConnectionError("broker unreachable")
-        await self._inner.publish(key, value)
+        await self._inner.publish(key, value, traceparent=traceparent)
         self.published.append(json.loads(value))
 
     @property

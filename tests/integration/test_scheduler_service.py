@@ -177,7 +177,7 @@ async def test_health_names_the_database_its_revision_the_broker_and_the_loop(ap
     database = body["components"]["database"]["detail"]
     url = normalize_database_url(database_url)
     assert (database["host"], database["port"], database["database"]) == (url.host, url.port, url.database)
-    assert database["revision"] == database["head"] == "sched_0003"
+    assert database["revision"] == database["head"] == "sched_0004"
     assert database["version_table"] == "alembic_version_scheduler"
     if url.password:
         assert url.password not in json.dumps(body)
