@@ -56,7 +56,7 @@ class ComputeTimings:
         lines = [
             f"in-process compute of {len(self.symbols)} symbols ({', '.join(self.symbols)}), {len(self.seconds)} runs:",
             f"  wall  p50 {self.p50:6.3f} s   p95 {self.p95:6.3f} s",
-            f"  CPU   p50 {statistics.median(self.cpu_seconds):6.3f} s   (less sensitive to a loaded machine)",
+            f"  CPU   p50 {statistics.median(self.cpu_seconds):6.3f} s   (of this process, without the model worker)",
         ]
         lines += [f"  {name:<18} p50 {statistics.median(times):6.3f} s" for name, times in self.steps.items()]
         return "\n".join(lines)

@@ -19,19 +19,20 @@ import io
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import joblib
 import numpy as np
 import pandas as pd
-import sklearn
-from sklearn.dummy import DummyClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
-from threadpoolctl import threadpool_limits
 
 from services.signals.analytics.features import MODEL_FEATURES, WARM_UP_BARS
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+# scikit-learn (with scipy and joblib) is imported by the functions that fit, inspect or
+# serialize estimators, never with this module: the signals service's own process reads
+# these results (and their dataclasses) while the fitting runs in its model worker
+# (services/signals/workflow/model_worker.py).
 
 RANDOM_STATE = 0
 # A prediction this far from a coin flip counts as a call; hit_rate scores only those.
@@ -59,6 +60,10 @@ class NotEnoughHistory(ValueError):
 
 
 def default_estimator() -> Pipeline:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     return Pipeline(
         [
             ("scaler", StandardScaler()),
@@ -205,6 +210,8 @@ def _design(rows: pd.DataFrame, feature_names: list[str]) -> tuple[pd.DataFrame,
 
 
 def _fit(make_estimator: Callable[[], Any], X: pd.DataFrame, y: pd.Series) -> Any:
+    from sklearn.dummy import DummyClassifier
+
     # A window where the stock only rose (or only fell) has one class; a logistic
     # regression cannot fit that, the class prior is the honest prediction.
     estimator = make_estimator() if y.nunique() > 1 else DummyClassifier(strategy="prior")
@@ -266,8 +273,14 @@ def _iso(ts: pd.Timestamp) -> str:
     return pd.Timestamp(ts).date().isoformat()
 
 
+def _is_pipeline(estimator: Any) -> bool:
+    from sklearn.pipeline import Pipeline
+
+    return isinstance(estimator, Pipeline)
+
+
 def _classifier(estimator: Any) -> Any:
-    return estimator.steps[-1][1] if isinstance(estimator, Pipeline) else estimator
+    return estimator.steps[-1][1] if _is_pipeline(estimator) else estimator
 
 
 def _walk_forward_symbol(
@@ -351,7 +364,7 @@ def _walk_forward_symbol(
 
 
 def _model_type(estimators: Sequence[Any]) -> str:
-    kinds = sorted({MODEL_TYPE if isinstance(e, Pipeline) else type(e).__name__ for e in estimators})
+    kinds = sorted({MODEL_TYPE if _is_pipeline(e) else type(e).__name__ for e in estimators})
     return ", ".join(kinds)
 
 
@@ -373,6 +386,8 @@ def walk_forward(
     little history is left out with the reason (`unscored`); overall metrics pool every
     modelled symbol's out-of-sample predictions.
     """
+    from threadpoolctl import threadpool_limits
+
     names = list(feature_names or MODEL_FEATURES)
     missing = sorted(set(features) - set(bars))
     if missing:
@@ -425,7 +440,7 @@ def walk_forward(
         },
     }
     # A symbol whose history only rose falls back to the class prior: describe a real fit.
-    described = next((m.estimator for m in models if isinstance(m.estimator, Pipeline)), models[0].estimator)
+    described = next((m.estimator for m in models if _is_pipeline(m.estimator)), models[0].estimator)
     params = {
         **_json_params(_classifier(described)),
         "n_folds": n_folds,
@@ -466,6 +481,9 @@ def walk_forward(
 def serialize_model(result: WalkForwardResult) -> bytes:
     """joblib bytes of {"estimators": {symbol: estimator}, "feature_names", "model_type",
     "scope", "training_window", "sklearn_version"}."""
+    import joblib
+    import sklearn
+
     buffer = io.BytesIO()
     joblib.dump(
         {

@@ -2,14 +2,15 @@
 generate_signals -> publish_signals.
 
 The steps do the I/O (provider, artifacts, events) and hand the arithmetic to
-`services.signals.analytics`, run in worker threads so that a long fit never stalls
-the event loop (and with it the Kafka consumer's heartbeats).
+`services.signals.analytics`, run in worker threads, and the model fitting in the model
+worker process (model_worker.py), so that a long fit never stalls the event loop (and
+with it the Kafka consumer's heartbeats) and scikit-learn never stays in the service.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -23,6 +24,7 @@ from services.signals.analytics.report import run_report
 from services.signals.analytics.signals import Signal, decide_signals, signals_payload
 from services.signals.market_data.models import BarSeries, Instrument, MarketDataError
 from services.signals.workflow.artifacts import CSV, MARKDOWN, OCTET_STREAM, SVG
+from services.signals.workflow.model_worker import MODEL_WORKER
 from services.signals.workflow.previous_signals import PreviousSignalsUnavailable
 from services.signals.workflow.runner import Step, StepContext, Workflow
 from shared.events import SignalGenerated
@@ -127,6 +129,7 @@ def _error_text(error: MarketDataError) -> str:
 
 
 async def fetch_market_data(ctx: StepContext, _: None) -> MarketData:
+    MODEL_WORKER.start()  # its imports overlap the fetch; generate_signals fits there
     provider = ctx.resources.provider
     qualified = await provider.qualify(ctx.symbols)
     series: dict[str, BarSeries] = {}
@@ -279,18 +282,20 @@ async def compute_features_step(ctx: StepContext, market: MarketData) -> Feature
 
 
 def _model_and_signals(feature_set: FeatureSet) -> tuple[WalkForwardResult, dict, list[Signal], bytes]:
+    """Runs in the model worker. The fitted estimators go back only inside the joblib
+    bytes: as objects they would bring scikit-learn into the service's process."""
     bars = feature_set.market.frames
     result = walk_forward(feature_set.features, bars)
     backtest = backtest_signals(result, bars)
     signals = decide_signals(result, feature_set.features, bars)
-    return result, backtest, signals, serialize_model(result)
+    return replace(result, models={}), backtest, signals, serialize_model(result)
 
 
 async def generate_signals(ctx: StepContext, feature_set: FeatureSet) -> SignalSet:
-    result, backtest, signals, model_bytes = await asyncio.to_thread(_model_and_signals, feature_set)
+    result, backtest, signals, model_bytes = await MODEL_WORKER.run(_model_and_signals, feature_set)
     metrics = result.metrics
     await ctx.log.info(
-        f"walk-forward of {len(result.models)} per-symbol models over {result.training_window['rows']} rows, "
+        f"walk-forward of {len(result.per_symbol)} per-symbol models over {result.training_window['rows']} rows, "
         f"{metrics['n_folds']} folds: accuracy {metrics['accuracy']:.1%} vs baseline "
         f"{metrics['baseline_accuracy']:.1%}. {metrics['verdict_text']}",
         training_window=result.training_window,
