@@ -19,11 +19,6 @@ DEFAULT_WORKFLOW = "ibkr_trading_signal_workflow"
 UVICORN_SERVER = {"loop": "uvloop", "http": "httptools"}
 
 
-def _load(target: str):
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
 def run_service(name: str) -> None:
     import uvicorn
 
@@ -44,8 +39,8 @@ def run_service(name: str) -> None:
 
 async def migrate(database_url: str) -> dict[str, str]:
     heads = {}
-    for service, target in MIGRATIONS.items():
-        heads[service] = await _load(target)(database_url)
+    for service, module in MIGRATIONS.items():
+        heads[service] = await importlib.import_module(module).migrate(database_url)
     return heads
 
 
@@ -58,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser(name, help=f"run the {name} service")
     up = commands.add_parser("up", help="start the whole stack on this machine (what `make run` does)")
     up.add_argument("--no-demo", action="store_true", help="do not trigger the demo run")
-    commands.add_parser("migrate", help="upgrade every service's tables to the code's head")
+    mig = commands.add_parser("migrate", help="every service's tables to the code's head, or to a revision "
+                                              "(--to, down too), or where they are (--status)")
+    what = mig.add_mutually_exclusive_group()
+    what.add_argument("--to", metavar="REVISION",
+                      help="a revision (or unique prefix), head, base, +N or -N; downgrades too")
+    what.add_argument("--status", action="store_true",
+                      help="each service's revisions: applied, current, pending (exit 1 when not at head)")
+    mig.add_argument("--service", choices=sorted(MIGRATIONS), help="only this service's tables")
+    mig.add_argument("--yes", action="store_true", help="do not ask before a downgrade")
     commands.add_parser("topics", help="create the Kafka topics")
     trig = commands.add_parser("trigger", help="start a run through the gateway")
     trig.add_argument("workflow", nargs="?", default=DEFAULT_WORKFLOW)
@@ -108,7 +111,10 @@ def scrub(text: str, *urls: str) -> str:
     return text
 
 
-def migrate_command(resolved: stack_config.Resolved) -> int:
+def migrate_command(args: argparse.Namespace, resolved: stack_config.Resolved) -> int:
+    from rich.console import Console
+
+    from ibflow import migrations_cli
     from shared.database import DatabaseUrlError, describe_database, normalize_database_url
 
     url = os.environ.get("DATABASE_URL")
@@ -116,8 +122,16 @@ def migrate_command(resolved: stack_config.Resolved) -> int:
         return fail("migrate", resolved.hint("DATABASE_URL"))
     try:
         where = describe_database(normalize_database_url(url))["url"]
-        heads = asyncio.run(migrate(url))
+        if args.status:
+            return migrations_cli.show_status(url, args.service, Console())
+        if args.to:
+            return migrations_cli.migrate_to(url, args.to, args.service, yes=args.yes, console=Console(),
+                                             confirm=confirm)
+        heads = asyncio.run(migrate(url)) if not args.service else {
+            args.service: asyncio.run(importlib.import_module(MIGRATIONS[args.service]).migrate(url))}
     except DatabaseUrlError as exc:
+        return fail("migrate", str(exc))
+    except migrations_cli.MigrationRefused as exc:
         return fail("migrate", str(exc))
     except Exception as exc:  # any way of not reaching the database: say where and what to set
         reason = scrub(str(exc.__cause__ or exc), url)
@@ -255,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     resolved = stack_config.apply(os.environ, from_dotenv)
     if args.command == "migrate":
-        return migrate_command(resolved)
+        return migrate_command(args, resolved)
     if args.command == "topics":
         return topics_command(resolved)
     if args.command == "trigger":

@@ -31,8 +31,9 @@ SERVICES: dict[str, ServiceSpec] = {
         ServiceSpec("gateway", "services.gateway.main:create_app", "GATEWAY_PORT", 8000, "GATEWAY_URL"),
     )
 }
-# Migrations of the services that keep state, in the order they run.
+# Migrations of the services that keep state, in the order they run: each module has
+# `migrate(database_url, target="head")` and `status(database_url)`.
 MIGRATIONS = {
-    "artifacts": "services.artifacts.migrate:migrate",
-    "scheduler": "services.scheduler.migrate:migrate",
+    "artifacts": "services.artifacts.migrate",
+    "scheduler": "services.scheduler.migrate",
 }

@@ -1,31 +1,25 @@
-"""Bring this service's tables to the code's Alembic head (`ibflow migrate` calls this)."""
+"""This service's tables to a revision of its Alembic history (`ibflow migrate` calls this):
+to the code's head by default, down as well as up."""
 
 from __future__ import annotations
 
-from alembic import command
 from sqlalchemy import text
 
-from services.artifacts.database import migrations_config, new_engine
-from shared.database import head_revision, normalize_database_url
+from services.artifacts.database import VERSION_TABLE, migrations_config
+from shared.database import normalize_database_url
+from shared.schema_migration import SchemaStatus, move_schema, schema_status
 
 # Two migrators at once (the compose job and a developer) wait for each other.
 _MIGRATION_LOCK_KEY = 0x1B_F10_A57
 
 
-async def migrate(database_url: str) -> str:
-    """Upgrade the database to head and return the head revision."""
+async def migrate(database_url: str, target: str = "head") -> str | None:
+    """Upgrade (or downgrade) the database to `target` and return the revision reached."""
     url = normalize_database_url(database_url)
-    config = migrations_config(url)
-    engine = new_engine(url, pool_size=1)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
+    lock = text("SELECT pg_advisory_xact_lock(:key)").bindparams(key=_MIGRATION_LOCK_KEY)
+    return await move_schema(url, migrations_config(url), VERSION_TABLE, lock, target)
 
-            def upgrade(sync_connection) -> None:
-                config.attributes["connection"] = sync_connection
-                command.upgrade(config, "head")
 
-            await connection.run_sync(upgrade)
-    finally:
-        await engine.dispose()
-    return head_revision(config)
+async def status(database_url: str) -> SchemaStatus:
+    url = normalize_database_url(database_url)
+    return await schema_status(url, migrations_config(url), VERSION_TABLE)

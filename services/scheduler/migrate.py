@@ -1,16 +1,15 @@
-"""`ibflow migrate` for the scheduler's tables: upgrade to the code's head."""
+"""`ibflow migrate` for the scheduler's tables: to the code's head by default, down as well as up."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 from sqlalchemy import URL, text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.scheduler.rows import VERSION_TABLE
-from shared.database import alembic_config, head_revision, normalize_database_url
+from shared.database import alembic_config, normalize_database_url
+from shared.schema_migration import SchemaStatus, move_schema, schema_status
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -19,21 +18,14 @@ def scheduler_alembic_config(url: URL) -> Config:
     return alembic_config(MIGRATIONS, url, VERSION_TABLE)
 
 
-async def migrate(database_url: str) -> str:
-    """Upgrade the scheduler's tables to head and return the head revision."""
+async def migrate(database_url: str, target: str = "head") -> str | None:
+    """Upgrade (or downgrade) the scheduler's tables to `target`; the revision reached."""
     url = normalize_database_url(database_url)
-    config = scheduler_alembic_config(url)
-    engine = create_async_engine(url)
-    try:
-        async with engine.begin() as connection:
-            # two `migrate` jobs started together (replicas, compose) take turns
-            await connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('ibflow-scheduler-migrations'))"))
-            await connection.run_sync(_upgrade, config)
-    finally:
-        await engine.dispose()
-    return head_revision(config)
+    # two `migrate` jobs started together (replicas, compose) take turns
+    lock = text("SELECT pg_advisory_xact_lock(hashtext('ibflow-scheduler-migrations'))")
+    return await move_schema(url, scheduler_alembic_config(url), VERSION_TABLE, lock, target)
 
 
-def _upgrade(connection, config: Config) -> None:
-    config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+async def status(database_url: str) -> SchemaStatus:
+    url = normalize_database_url(database_url)
+    return await schema_status(url, scheduler_alembic_config(url), VERSION_TABLE)
