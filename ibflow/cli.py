@@ -50,7 +50,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibflow", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name in SERVICES:
-        commands.add_parser(name, help=f"run the {name} service")
+        service = commands.add_parser(name, help=f"run the {name} service")
+        if name == "artifacts":
+            add_artifacts_listing(service)
+    runs = commands.add_parser("runs", help="the stored runs, newest first (a table)")
+    runs.add_argument("--workflow", help="only this workflow's runs")
+    runs.add_argument("--status", help="only runs in this state: queued, running, succeeded, partial, failed, "
+                                       "external, abandoned")
+    runs.add_argument("--limit", type=int, default=20, help="how many (default 20, at most 500)")
+    add_gateway_option(runs)
+    run = commands.add_parser("run", help="one run: its steps, failed items and artifacts")
+    run.add_argument("execution_id")
+    add_gateway_option(run)
+    logs = commands.add_parser("logs", help="a run's log lines, as the run page shows them")
+    logs.add_argument("execution_id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines until the run ends")
+    logs.add_argument("--level", type=str.upper, choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+                      help="only lines at this level or above")
+    logs.add_argument("--step", help="only this step's lines")
+    add_gateway_option(logs)
     up = commands.add_parser("up", help="start the whole stack on this machine (what `make run` does)")
     up.add_argument("--no-demo", action="store_true", help="do not trigger the demo run")
     mig = commands.add_parser("migrate", help="every service's tables to the code's head, or to a revision "
@@ -85,6 +103,34 @@ def build_parser() -> argparse.ArgumentParser:
     fake = commands.add_parser("fake-gateway", help="serve the fake IB gateway (TWS API socket protocol)")
     add_arguments(fake)
     return parser
+
+
+def add_gateway_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gateway", help="gateway URL (default: GATEWAY_URL, else the running stack's)")
+
+
+ARTIFACT_FILTERS = (("--workflow", "workflow_id"), ("--execution", "execution_id"), ("--kind", "kind"),
+                    ("--step", "step_name"), ("--dag-id", "dag_id"), ("--task-id", "task_id"))
+
+
+def add_artifacts_listing(parser: argparse.ArgumentParser) -> None:
+    """`ibflow artifacts` alone runs the service (the containers' command); any of these
+    options lists stored artifacts, or downloads one, instead."""
+    parser.description = ("Without options: run the artifacts service. With a filter, --limit or --download: "
+                          "list the stored artifacts, newest first, or download one's content.")
+    for option, field in ARTIFACT_FILTERS:
+        parser.add_argument(option, dest=field, help=f"list only artifacts with this {field}")
+    parser.add_argument("--limit", type=int, help="list this many (default 50)")
+    parser.add_argument("--download", metavar="ARTIFACT_ID", help="save this artifact's content")
+    parser.add_argument("-o", "--output", metavar="FILE", help="with --download: where (- for stdout; "
+                                                               "default: the artifact's name)")
+    add_gateway_option(parser)
+
+
+def wants_artifact_listing(args: argparse.Namespace) -> bool:
+    return any(getattr(args, field, None) for _, field in ARTIFACT_FILTERS) or bool(
+        getattr(args, "limit", None) or getattr(args, "download", None) or getattr(args, "output", None)
+        or getattr(args, "gateway", None))
 
 
 def subcommands() -> set[str]:
@@ -189,6 +235,60 @@ def trigger_command(args: argparse.Namespace, resolved: stack_config.Resolved) -
                        args.workflow, symbols, args.wait, Console(), unreachable_hint=hint)
 
 
+def gateway_command(args: argparse.Namespace, resolved: stack_config.Resolved) -> int:
+    """`runs`, `run`, `logs` and `artifacts` (listing): read the API through the gateway."""
+    import httpx
+    from rich.console import Console
+
+    from ibflow import runs_cli
+    from ibflow.trigger import Gateway, GatewayError, GatewayUnreachable
+
+    if getattr(args, "output", None) and not getattr(args, "download", None):
+        return fail(args.command, "-o/--output goes with --download ARTIFACT_ID")
+    gateway_url = (args.gateway or SERVICES["gateway"].url()).rstrip("/")
+    hint = "check --gateway" if args.gateway else resolved.hint("GATEWAY_URL")
+    console = Console()
+    try:
+        with httpx.Client() as client:
+            gateway = Gateway(client, gateway_url, os.environ.get("IBFLOW_API_TOKEN"))
+            if args.command == "runs":
+                runs_cli.list_runs(gateway, console, workflow=args.workflow, status=args.status,
+                                   limit=args.limit)
+            elif args.command == "run":
+                runs_cli.show_run(gateway, console, args.execution_id)
+            elif args.command == "logs":
+                return logs_command(args, gateway, console)
+            elif args.download:
+                done = runs_cli.download_artifact(gateway, args.download, args.output)
+                if done.path != "-":
+                    print(f"saved {done.size_bytes} bytes to {done.path} (sha256 {done.sha256})", file=sys.stderr)
+            else:
+                filters = {field: getattr(args, field) for _, field in ARTIFACT_FILTERS if getattr(args, field)}
+                runs_cli.list_artifacts(gateway, console, filters=filters, limit=args.limit or 50)
+    except GatewayUnreachable as exc:
+        return fail(args.command, f"{exc}\n{hint}")
+    except GatewayError as exc:
+        return fail(args.command, str(exc))
+    except OSError as exc:  # the output file
+        return fail(args.command, f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def logs_command(args: argparse.Namespace, gateway, console) -> int:
+    from ibflow import runs_cli
+
+    if not args.follow:
+        printed = runs_cli.print_logs(gateway, console, args.execution_id, level=args.level, step=args.step)
+        print(f"{printed} line(s)", file=sys.stderr)
+        return 0
+    end = runs_cli.follow_logs(gateway, console, args.execution_id, level=args.level, step=args.step)
+    if end:
+        print(f"run {end.get('execution_id', args.execution_id)} {end.get('status', 'ended')}", file=sys.stderr)
+    return 0
+
+
 def deadletter_command(args: argparse.Namespace, resolved: stack_config.Resolved) -> int:
     from aiokafka.errors import KafkaError
     from rich.console import Console
@@ -252,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     from_dotenv = frozenset(name for name in os.environ if name not in explicit)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command in SERVICES:
+    if args.command in SERVICES and not (args.command == "artifacts" and wants_artifact_listing(args)):
         run_service(args.command)
         return 0
     if args.command == "up":
@@ -274,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         return topics_command(resolved)
     if args.command == "trigger":
         return trigger_command(args, resolved)
+    if args.command in ("runs", "run", "logs", "artifacts"):
+        return gateway_command(args, resolved)
     if args.command == "deadletter":
         return deadletter_command(args, resolved)
     if args.command == "config":
