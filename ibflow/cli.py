@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--topic", help="with --all: only those that came from this topic")
     replay.add_argument("--yes", action="store_true", help="do not ask before publishing")
     commands.add_parser("config", help="the settings the tool commands use, and where each comes from")
+    doc = commands.add_parser("doctor", help="ask every running service and the broker how they are really "
+                                             "set up; exit 1 when something is wrong, with the fix")
+    doc.add_argument("--json", action="store_true", help="everything found, as JSON")
+    doc.add_argument("--service-urls", metavar="NAME=URL,...",
+                     help="ask these services directly, e.g. scheduler=http://127.0.0.1:8002")
+    add_gateway_option(doc)
     fake = commands.add_parser("fake-gateway", help="serve the fake IB gateway (TWS API socket protocol)")
     add_arguments(fake)
     return parser
@@ -289,6 +295,22 @@ def logs_command(args: argparse.Namespace, gateway, console) -> int:
     return 0
 
 
+def doctor_command(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ibflow import doctor
+
+    try:
+        direct = doctor.parse_service_urls(args.service_urls)
+    except doctor.DoctorError as exc:
+        return fail("doctor", str(exc))
+    gateway_url = (args.gateway or SERVICES["gateway"].url()).rstrip("/")
+    fallback = {name: SERVICES[name].url().rstrip("/") for name in doctor.SERVICES}
+    partitions = os.environ.get("KAFKA_TOPIC_PARTITIONS", "")
+    return doctor.doctor(gateway_url, direct, fallback, os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+                         int(partitions) if partitions.isdigit() else 3, json_output=args.json, console=Console())
+
+
 def deadletter_command(args: argparse.Namespace, resolved: stack_config.Resolved) -> int:
     from aiokafka.errors import KafkaError
     from rich.console import Console
@@ -380,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         return deadletter_command(args, resolved)
     if args.command == "config":
         return config_command(resolved)
+    if args.command == "doctor":
+        return doctor_command(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -2,9 +2,9 @@
 
 `ibflow up` writes them to `var/stack.json` (mode 0600: it holds the database
 password) once the stack answers, and marks the file stopped when it stops. The tool
-commands (`migrate`, `topics`, `trigger`, `deadletter`, `config`) fill every variable the
-environment (or `.env`) leaves unset from a running stack's file; explicit variables
-always win. The services themselves read only their environment: the stack that
+commands (`migrate`, `topics`, `trigger`, `runs`, `run`, `logs`, `artifacts` with options,
+`doctor`, `deadletter`, `config`) fill every variable the environment (or `.env`) leaves
+unset from a running stack's file; explicit variables always win. The services themselves read only their environment: the stack that
 spawns them passes everything, and a service started by hand must not silently
 attach to whatever dev stack happens to run.
 """

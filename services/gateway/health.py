@@ -4,6 +4,8 @@ The gateway holds no database connection: the `database` component is what the
 services that use it (artifacts, scheduler) report about the server they are actually
 connected to; `ibkr` is what the signals service reports; `broker` is the gateway's
 own probe. Each service is a component too, unhealthy when it does not answer.
+`?full=true` adds each service's own report to its component and the gateway's own
+settings (what `ibflow doctor` reads, through the one public port).
 
 How components weigh on the overall status:
 - `database`, `broker`, `artifacts` count fully: without them stored artifacts,
@@ -22,12 +24,13 @@ import re
 from typing import Any
 
 import httpx
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 
 from services.gateway.downstream import Downstream, Services
 from shared.health import ComponentHealth, HealthReport, Status, worst
 from shared.kafka import probe_broker
+from shared.settings_report import settings_component
 
 NON_CRITICAL = frozenset({"scheduler", "signals", "ibkr"})
 DATABASE_SERVICES = ("artifacts", "scheduler")
@@ -38,18 +41,28 @@ router = APIRouter()
 
 @router.get("/health", response_model=HealthReport, tags=["gateway"],
             summary="Health of the whole system, one entry per component")
-async def health(request: Request) -> HealthReport:
-    return await system_health(request.app.state.services, request.app.state.settings)
+async def health(
+    request: Request,
+    full: bool = Query(False, description="also each service's own report and the gateway's settings"),
+) -> HealthReport:
+    return await system_health(request.app.state.services, request.app.state.settings, full=full)
 
 
-async def system_health(services: Services, settings) -> HealthReport:
+async def system_health(services: Services, settings, *, full: bool = False) -> HealthReport:
     timeout = settings.health_timeout_seconds
     broker, *reports = await asyncio.gather(
         probe_broker(settings, timeout=settings.broker_probe_timeout_seconds),
         *(fetch_report(services.client, service, timeout) for service in services.all),
     )
-    return aggregate(dict(zip((s.name for s in services.all), reports)),
-                     {s.name: s.base_url for s in services.all}, broker)
+    by_name = dict(zip((s.name for s in services.all), reports))
+    report = aggregate(by_name, {s.name: s.base_url for s in services.all}, broker)
+    if not full:
+        return report
+    for name, answered in by_name.items():
+        if isinstance(answered, HealthReport):
+            report.components[name].detail["report"] = mask_secrets(answered.model_dump(mode="json"))
+    report.components["gateway"] = _masked(settings_component(settings))
+    return report
 
 
 async def fetch_report(client: httpx.AsyncClient, service: Downstream, timeout: float) -> HealthReport | str:
@@ -121,7 +134,9 @@ def _database(answered: dict[str, HealthReport], users: list[str]) -> ComponentH
     }
     errors = [f"{name}: {c.error}" for name, c in seen.items() if c.error]
     status = worst(c.status for c in seen.values())
-    places = {name: _place(c.detail) for name, c in seen.items()}
+    # What the servers say (cluster and database) settles it when every service reports it.
+    by_server = all(_server(c.detail).get("system_identifier") for c in seen.values())
+    places = {name: _place(c.detail, by_server) for name, c in seen.items()}
     if len(set(places.values())) > 1:
         # The old system's worst failure: writing to one database and reading another.
         status = worst([status, "degraded"])
@@ -130,7 +145,14 @@ def _database(answered: dict[str, HealthReport], users: list[str]) -> ComponentH
     return ComponentHealth(status=status, detail=detail, error="; ".join(errors) or None)
 
 
-def _place(detail: dict[str, Any]) -> str:
+def _server(detail: dict[str, Any]) -> dict[str, Any]:
+    return detail["server"] if isinstance(detail.get("server"), dict) else {}
+
+
+def _place(detail: dict[str, Any], by_server: bool) -> str:
+    if by_server:
+        server = _server(detail)
+        return f"cluster {server['system_identifier']}/{server.get('database')}"
     return f"{detail.get('host')}:{detail.get('port')}/{detail.get('database')}"
 
 

@@ -10,8 +10,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from services.scheduler.rows import VERSION_TABLE
 from services.scheduler.runtime import SchedulerRuntime
 from shared.database import database_revision, describe_database, head_revision
+from shared.database_identity import connected_server
 from shared.health import ComponentHealth, HealthReport
 from shared.kafka import probe_broker
+from shared.settings_report import settings_component
 
 SERVICE = "scheduler"
 DATABASE_TIMEOUT_SECONDS = 3.0
@@ -26,6 +28,7 @@ async def database_health(runtime: SchedulerRuntime) -> ComponentHealth:
     try:
         async with asyncio.timeout(DATABASE_TIMEOUT_SECONDS):
             revision = await database_revision(runtime.engine, VERSION_TABLE)
+            detail["server"] = await connected_server(runtime.engine)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         return ComponentHealth(status="unhealthy", detail=detail, error=f"database unreachable: {type(exc).__name__}")
     detail["revision"] = revision
@@ -57,4 +60,5 @@ def loop_health(runtime: SchedulerRuntime) -> ComponentHealth:
 
 async def scheduler_health(runtime: SchedulerRuntime) -> HealthReport:
     database, broker = await asyncio.gather(database_health(runtime), probe_broker(runtime.settings))
-    return HealthReport.of(SERVICE, {"database": database, "broker": broker, "loop": loop_health(runtime)})
+    return HealthReport.of(SERVICE, {"database": database, "broker": broker, "loop": loop_health(runtime),
+                                     "settings": settings_component(runtime.settings)})

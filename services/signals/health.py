@@ -13,6 +13,7 @@ from shared.artifact_store import ArtifactStore
 from shared.health import ComponentHealth, HealthReport
 from shared.kafka import probe_broker
 from shared.settings import KafkaSettings
+from shared.settings_report import settings_component
 
 SERVICE = "signals"
 _OK_STATES = {"connected", "disabled"}
@@ -37,6 +38,5 @@ async def store_health(store: ArtifactStore) -> ComponentHealth:
 
 async def health_report(settings: KafkaSettings, provider: MarketDataProvider, store: ArtifactStore) -> HealthReport:
     broker, artifact_store = await asyncio.gather(probe_broker(settings), store_health(store))
-    return HealthReport.of(
-        SERVICE, {"ibkr": market_data_health(provider), "broker": broker, "artifact_store": artifact_store}
-    )
+    return HealthReport.of(SERVICE, {"ibkr": market_data_health(provider), "broker": broker,
+                                     "artifact_store": artifact_store, "settings": settings_component(settings)})

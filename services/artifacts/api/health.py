@@ -13,8 +13,10 @@ from services.artifacts.database import VERSION_TABLE
 from services.artifacts.ingest.consumer import CONSUMED_TOPICS
 from services.artifacts.runtime import Runtime
 from shared.database import database_revision, describe_database
+from shared.database_identity import connected_server
 from shared.health import ComponentHealth, HealthReport
 from shared.kafka import probe_broker
+from shared.settings_report import settings_component
 
 SERVICE = "artifacts"
 router = APIRouter(tags=["health"])
@@ -34,6 +36,7 @@ async def health(request: Request) -> JSONResponse:
     components = dict(zip(checks, results, strict=True))
     if consuming:
         components["consumer"] = consumer_health(runtime)
+    components["settings"] = settings_component(runtime.settings)
     report = HealthReport.of(SERVICE, components)
     return JSONResponse(report.model_dump(mode="json"), status_code=503 if report.status == "unhealthy" else 200)
 
@@ -43,6 +46,7 @@ async def database_health(runtime: Runtime) -> ComponentHealth:
     try:
         async with asyncio.timeout(runtime.settings.artifacts_db_timeout_seconds):
             revision = await database_revision(runtime.engine, VERSION_TABLE)
+            detail["server"] = await connected_server(runtime.engine)
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return ComponentHealth(status="unhealthy", detail=detail, error=f"database unreachable: {reason}")
