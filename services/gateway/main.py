@@ -15,7 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from services.gateway import api_index, docs, health, pages, proxy
+from services.gateway import api_index, docs, health, pages, proxy, scorecard
 from services.gateway.asyncapi import event_contract
 from services.gateway.downstream import DownstreamUnavailable, Services, new_client
 from services.gateway.openapi import OpenApiDocs
@@ -91,6 +91,7 @@ def create_app(
     app.include_router(docs.router)
     app.include_router(pages.router)
     app.include_router(api_index.router)  # before the proxy, which owns the rest of /api/
+    app.include_router(scorecard.router)  # composes GET /api/workflows/{id}/scorecard, so before the proxy too
     app.include_router(proxy.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

@@ -214,11 +214,11 @@ def build_backfills_router(require_token: Callable) -> APIRouter:
             raise HTTPException(404, f"workflow {workflow_id!r} has no backfill {backfill_id!r}")
         return await get_backfill(workflow_id, backfill_id, runtime, service)
 
-    @router.post("/{workflow_id}/scorecard", status_code=202, response_model=ScorecardRequested,
+    @router.post("/{workflow_id}/scorecard/runs", status_code=202, response_model=ScorecardRequested,
                  dependencies=mutating)
     async def request_scorecard(workflow_id: WorkflowId, service: Service) -> ScorecardRequested:
         """Score the workflow's stored signals again now (a run of its scorecard workflow);
-        `GET` on this path answers with the latest scorecard."""
+        `GET /api/workflows/{workflow_id}/scorecard` answers with the latest scorecard."""
         _known(workflow_id)
         execution_id = await service.request_scorecard(workflow_id)
         return ScorecardRequested(

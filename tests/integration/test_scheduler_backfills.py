@@ -247,7 +247,7 @@ async def test_a_backfill_whose_runs_were_all_requested_cannot_be_cancelled(api)
 
 
 async def test_the_scorecard_can_be_requested_again(api, requests):
-    response = await api.post(f"/api/workflows/{WORKFLOW}/scorecard")
+    response = await api.post(f"/api/workflows/{WORKFLOW}/scorecard/runs")
     assert response.status_code == 202, response.text
     body = response.json()
     assert (body["workflow_id"], body["scores"]) == (f"{WORKFLOW}.scorecard", WORKFLOW)
@@ -289,5 +289,5 @@ async def test_unknown_workflows_and_backfills_are_404_and_mutations_need_the_to
     assert (await api.get(f"/api/workflows/{WORKFLOW}/backfills/not-an-id")).status_code == 422
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://scheduler") as anonymous:
         assert (await anonymous.post(f"/api/workflows/{WORKFLOW}/backfills", json=JULY_WEEK)).status_code == 401
-        assert (await anonymous.post(f"/api/workflows/{WORKFLOW}/scorecard")).status_code == 401
+        assert (await anonymous.post(f"/api/workflows/{WORKFLOW}/scorecard/runs")).status_code == 401
         assert (await anonymous.get(f"/api/workflows/{WORKFLOW}/backfills")).status_code == 200
