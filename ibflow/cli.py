@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import math
 import os
 import sys
 
@@ -88,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     trig.add_argument("--wait", type=float, default=0,
                       help="seconds to follow the run; exit 0 succeeded, 1 failed, 2 partial, "
                            "3 still running, 4 not triggered")
+    back = commands.add_parser("backfill", help="run a workflow once per trading session of a date range")
+    back.add_argument("workflow", nargs="?", default=DEFAULT_WORKFLOW)
+    back.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    back.add_argument("--end", required=True, help="last date, YYYY-MM-DD (included)")
+    back.add_argument("--symbols", help="comma-separated symbols, e.g. AAPL,MSFT (default: the schedule's)")
+    back.add_argument("--max-active-runs", type=int, default=4, help="runs requested and not ended at once (4)")
+    back.add_argument("--wait", type=float, nargs="?", const=math.inf, default=0, metavar="SECONDS",
+                      help="follow it with a progress bar (until it ends, or SECONDS) and show its scorecard; "
+                           "exit 0 succeeded, 1 failed or cancelled, 2 partial, 3 still running, 4 not started")
+    add_gateway_option(back)
     dead = commands.add_parser("deadletter", help="list or replay what consumers dead-lettered")
     dead_commands = dead.add_subparsers(dest="deadletter_command", required=True)
     listing = dead_commands.add_parser("list", help="the most recent dead letters, oldest first")
@@ -239,6 +250,22 @@ def trigger_command(args: argparse.Namespace, resolved: stack_config.Resolved) -
     with httpx.Client() as client:
         return trigger(Gateway(client, gateway_url, os.environ.get("IBFLOW_API_TOKEN")),
                        args.workflow, symbols, args.wait, Console(), unreachable_hint=hint)
+
+
+def backfill_command(args: argparse.Namespace, resolved: stack_config.Resolved) -> int:
+    import httpx
+    from rich.console import Console
+
+    from ibflow.backfill import backfill
+    from ibflow.trigger import Gateway
+
+    gateway_url = (args.gateway or SERVICES["gateway"].url()).rstrip("/")
+    symbols = [s.strip().upper() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+    hint = "check --gateway" if args.gateway else resolved.hint("GATEWAY_URL")
+    with httpx.Client() as client:
+        return backfill(Gateway(client, gateway_url, os.environ.get("IBFLOW_API_TOKEN")), args.workflow,
+                        start_date=args.start, end_date=args.end, symbols=symbols,
+                        max_active_runs=args.max_active_runs, wait=args.wait, console=Console(), unreachable_hint=hint)
 
 
 def gateway_command(args: argparse.Namespace, resolved: stack_config.Resolved) -> int:
@@ -396,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         return topics_command(resolved)
     if args.command == "trigger":
         return trigger_command(args, resolved)
+    if args.command == "backfill":
+        return backfill_command(args, resolved)
     if args.command in ("runs", "run", "logs", "artifacts"):
         return gateway_command(args, resolved)
     if args.command == "deadletter":
