@@ -38,6 +38,37 @@ DEFAULT_MAX_FUTURE_SKEW = timedelta(minutes=5)
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+# `text_keeps_bounds` looks at an event's JSON text for what could break a bound:
+# - an escaped NUL or UTF-16 surrogate, a raw NUL, or a surrogate in UTF-8 (json.loads
+#   decodes bytes with "surrogatepass");
+# - a number whose integer part has 16 digits or more (it may be outside ±(2**53 - 1),
+#   or as a float's, overflow), or with an exponent of 3 digits or more (it may overflow
+#   to infinity). Python's `re` is slow at scanning for these, so the text is first
+#   mapped to the shapes of numbers (digits to "0", "e"/"E" to "e", signs to "+", what
+#   may end a JSON value to "d", ...), where they are plain substrings.
+# Inside strings these are harmless: they only cost the walk.
+_ESCAPED_UNSTORABLE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_UTF8_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")
+
+
+def _number_shapes() -> bytes:
+    table = bytearray(b"x" * 256)
+    shapes = ((b"0123456789", b"0"), (b"eE", b"e"), (b"+-", b"+"), (b" \t\n\r,]}", b"d"), (b".", b"."),
+              (b"{[", b"o"), (b":", b"k"))
+    for chars, shape in shapes:
+        for char in chars:
+            table[char] = shape[0]
+    return bytes(table)
+
+
+_NUMBER_SHAPES = _number_shapes()
+_DIGITS_16 = b"0" * 16
+_LONG_DIGIT_RUN = re.compile(rb"0{16,}")
+# an exponent of 3 digits or more that ends a value
+_LONG_EXPONENT = re.compile(rb"0e\+?000+d")
+_SMALLEST_FIELD_BYTES = min(*MAX_FIELD_BYTES.values(), MAX_OTHER_FIELD_BYTES)
+
+
 class BoundsError(ValueError):
     """A value outside the bounds; the message says which and where."""
 
@@ -49,6 +80,51 @@ def check_event_fields(data: Mapping[str, Any]) -> None:
             _walk(str(name), value, MAX_FIELD_BYTES.get(str(name), MAX_OTHER_FIELD_BYTES))
         else:
             _check_scalar(str(name), value)
+
+
+def text_keeps_bounds(raw: bytes, value: Any) -> bool:
+    """Whether the JSON object `raw`, decoded as `value` by json.loads, certainly keeps
+    every bound `check_event_fields` checks, found by scanning the text in C instead of
+    walking every node in Python. False means only "not proven": walk it.
+
+    - text: no NUL or surrogate can hide from the scans above in UTF-8 JSON (raw
+      control characters are not valid JSON); so `raw` must start with "{" and hold no
+      NUL byte, or json.loads could have read it as UTF-16 or UTF-32;
+    - numbers: an integer of at most 15 digits is within ±(2**53 - 1), and a float
+      overflows only with 309 digits or a 3-digit exponent;
+    - size: the walk counts a string as its length + 2 (at most its JSON text), a key as
+      its length + 4 (its text and colon + 1), a list as 2 (its brackets), any other
+      scalar as 8 (its text + 7 at most, and each is followed by its own "," "]" or
+      "}"): a bound on every field at once, checked against the smallest limit;
+    - depth: at most as many levels as "{" and "[" in the text; when there are more,
+      the containers alone are walked (not every scalar, as `_walk` does).
+    """
+    if raw[:1] != b"{" or b"\x00" in raw:
+        return False
+    if b"\\u" in raw and _ESCAPED_UNSTORABLE.search(raw) or b"\xed" in raw and _UTF8_SURROGATE.search(raw):
+        return False
+    shapes = raw.translate(_NUMBER_SHAPES)
+    if _DIGITS_16 in shapes and any(shapes[run.start() - 1] != ord(".") for run in _LONG_DIGIT_RUN.finditer(shapes)):
+        return False  # an integer part of 16 digits or more (a fraction's digits follow a ".")
+    if _LONG_EXPONENT.search(shapes):
+        return False
+    # "d" counts every "," "]" "}" (and whitespace, which only loosens the bound)
+    if len(raw) + shapes.count(b"k") + 7 * shapes.count(b"d") > _SMALLEST_FIELD_BYTES:
+        return False
+    # the event object itself is one level above its fields
+    return shapes.count(b"o") <= MAX_DEPTH + 1 or _nesting_at_most(value, MAX_DEPTH + 1)
+
+
+def _nesting_at_most(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return False
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+    return True
 
 
 def _walk(where: str, value: Any, max_bytes: int) -> None:

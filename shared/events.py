@@ -18,10 +18,12 @@ from uuid import UUID, uuid4
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from shared import topics
-from shared.event_bounds import DEFAULT_MAX_FUTURE_SKEW, MAX_EVENT_BYTES, check_event_fields
+from shared.event_bounds import DEFAULT_MAX_FUTURE_SKEW, MAX_EVENT_BYTES, check_event_fields, text_keeps_bounds
 
 WORKFLOW_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
 MAX_INLINE_PAYLOAD_BYTES = 256 * 1024
+# Validation context set by `decode_event` when the JSON text alone proved the bounds.
+_BOUNDS_KEPT_BY_TEXT = "bounds_kept_by_text"
 
 
 def utc_now() -> datetime:
@@ -49,8 +51,8 @@ class Event(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _within_bounds(cls, data: Any) -> Any:
-        if isinstance(data, dict):
+    def _within_bounds(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and not (info.context or {}).get(_BOUNDS_KEPT_BY_TEXT):
             check_event_fields(data)
         return data
 
@@ -202,7 +204,7 @@ class ArtifactCreated(Event):
     task_id: str | None = Field(default=None, max_length=250)
 
     @model_validator(mode="after")
-    def _payload_or_stored_content(self) -> Self:
+    def _payload_or_stored_content(self, info: ValidationInfo) -> Self:
         stored = self.uri is not None
         if stored and self.payload is not None:
             raise ValueError("an artifact has either an inline payload or a uri, not both")
@@ -210,7 +212,10 @@ class ArtifactCreated(Event):
             raise ValueError("an artifact with a uri needs size_bytes and sha256")
         if not stored and self.payload is None:
             raise ValueError("an artifact needs an inline payload or a uri")
-        if not stored and len(json.dumps(self.payload, default=str)) > MAX_INLINE_PAYLOAD_BYTES:
+        # Decoded from a text that kept the bounds (at most 16 KiB), the payload cannot
+        # dump to more: no JSON value dumps to more than 4.5 times its text.
+        if (not stored and not (info.context or {}).get(_BOUNDS_KEPT_BY_TEXT)
+                and len(json.dumps(self.payload, default=str)) > MAX_INLINE_PAYLOAD_BYTES):
             raise ValueError(
                 f"inline payload is larger than {MAX_INLINE_PAYLOAD_BYTES} bytes; "
                 "store the content and send its uri"
@@ -272,6 +277,7 @@ EXECUTION_EVENTS: tuple[type[Event], ...] = (
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.model_fields["event_type"].default: cls for cls in EXECUTION_EVENTS
 }
+_FIELD_NAMES: dict[type[Event], frozenset[str]] = {cls: frozenset(cls.model_fields) for cls in EXECUTION_EVENTS}
 RUN_LIFECYCLE_EVENTS = tuple(cls for cls in EXECUTION_EVENTS if cls.topic == topics.RUNS_EVENTS)
 
 
@@ -294,7 +300,7 @@ def decode_event(
     if len(raw) > MAX_EVENT_BYTES:
         raise EventDecodeError(f"event is larger than {MAX_EVENT_BYTES} bytes")
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
+        data = _read_json(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventDecodeError(f"not valid UTF-8 JSON: {exc}") from None
     except RecursionError:
@@ -310,9 +316,13 @@ def decode_event(
     if cls not in expected:
         allowed = ", ".join(sorted(c.model_fields["event_type"].default for c in expected))
         raise EventDecodeError(f"event_type {event_type!r} does not belong here (expected {allowed})")
-    known = {key: value for key, value in data.items() if key in cls.model_fields}
+    fields = _FIELD_NAMES[cls]
+    known = data if fields.issuperset(data) else {key: value for key, value in data.items() if key in fields}
+    context = {"max_future_skew": max_future_skew}
+    if isinstance(raw, bytes) and text_keeps_bounds(raw, data):
+        context[_BOUNDS_KEPT_BY_TEXT] = True
     try:
-        return cls.model_validate(known, context={"max_future_skew": max_future_skew})
+        return cls.model_validate(known, context=context)
     except ValueError as exc:
         raise EventDecodeError(_validation_reason(exc)) from None
     except RecursionError:
@@ -321,6 +331,17 @@ def decode_event(
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_JSON = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _read_json(raw: bytes | str) -> Any:
+    """`json.loads(raw, parse_constant=_refuse_constant)`, without the decoder it would
+    build on every call."""
+    if isinstance(raw, bytes):
+        return _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
+    return json.loads(raw, parse_constant=_refuse_constant)
 
 
 def _short_repr(value: Any) -> str:

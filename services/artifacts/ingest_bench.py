@@ -31,7 +31,7 @@ import random
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -40,8 +40,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from sqlalchemy import func, select
 
 from services.artifacts.database import new_engine, new_sessionmaker
-from services.artifacts.db.models import LOG_LEVELS, Artifact, LogRecord, Run, RunStep
+from services.artifacts.db.models import Artifact, LogRecord, Run, RunStep
 from services.artifacts.ingest.consumer import CONSUMED_TOPICS, BatchConsumer, ConsumerStats, NoteAssignment
+from services.artifacts.ingest.store import ARTIFACT_COLUMNS, LOG_COLUMNS, artifact_record, log_record
 from services.artifacts.migrate import migrate
 from services.artifacts.settings import ArtifactsSettings
 from shared import topics
@@ -214,7 +215,8 @@ async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> fl
 
 
 def copy_rows(values: list[bytes]) -> dict[str, tuple[list[str], list[tuple]]]:
-    """The rows ingest ends with for these events: {table: (columns, records)}."""
+    """The rows ingest ends with for these events, {table: (columns, records)}: artifacts
+    and log records as the consumer copies them (store.py), runs and steps as they end."""
     events = [decode_event(value) for value in values]
     artifacts, logs = [], []
     runs: dict[str, dict] = {}
@@ -230,18 +232,10 @@ def copy_rows(values: list[bytes]) -> dict[str, tuple[list[str], list[tuple]]]:
         if isinstance(event, ArtifactCreated):
             run["artifacts"] += 1
             step["artifacts"] += 1
-            artifacts.append((
-                event.artifact_id, event.event_id, event.name, event.kind, event.media_type, event.workflow_id,
-                event.execution_id, event.step_name, event.dag_id, event.task_id, event.occurred_at,
-                json.dumps(event.metadata), None if event.payload is None else json.dumps(event.payload),
-                event.uri, event.size_bytes, event.sha256,
-            ))
+            artifacts.append(artifact_record(event))
         elif isinstance(event, LogRecorded):
             run["logs"] += 1
-            logs.append((
-                event.event_id, event.workflow_id, event.execution_id, event.step_name, event.occurred_at,
-                event.level, LOG_LEVELS[event.level], event.message, event.logger, json.dumps(event.fields),
-            ))
+            logs.append(log_record(event))
     return {
         "runs": (
             ["execution_id", "workflow_id", "status", "opened_at", "last_event_at", "artifact_count", "log_count"],
@@ -253,16 +247,8 @@ def copy_rows(values: list[bytes]) -> dict[str, tuple[list[str], list[tuple]]]:
             [(execution_id, step_name, s["position"], "running", 0, s["artifacts"])
              for (execution_id, step_name), s in steps.items()],
         ),
-        "artifacts": (
-            ["artifact_id", "event_id", "name", "kind", "media_type", "workflow_id", "execution_id", "step_name",
-             "dag_id", "task_id", "created_at", "metadata", "payload", "uri", "size_bytes", "sha256"],
-            artifacts,
-        ),
-        "log_records": (
-            ["event_id", "workflow_id", "execution_id", "step_name", "occurred_at", "level", "level_no", "message",
-             "logger", "fields"],
-            logs,
-        ),
+        "artifacts": (list(ARTIFACT_COLUMNS), artifacts),
+        "log_records": (list(LOG_COLUMNS), logs),
     }
 
 
