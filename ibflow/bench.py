@@ -33,6 +33,7 @@ from pathlib import Path
 
 import asyncpg
 
+from ibflow.bench_run import run_section
 from ibflow.devstack.broker import TansuBroker
 from ibflow.devstack.postgres import EmbeddedPostgres
 from services.artifacts.bench import run_log_bench
@@ -80,6 +81,7 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[None]]] = {
     "logs": logs_section,
     "ingest": ingest_section,
     "lists": lambda bench: list_section(bench.new_database, bench.readme_rows),
+    "runs": run_section,
 }
 
 

@@ -33,6 +33,7 @@ import psutil
 
 from ibflow.stack import Stack
 from services.signals.bench import SYMBOLS, ComputeTimings, percentile, time_compute
+from services.signals.workflow.model_worker import IDLE_SECONDS
 from services.signals.workflow.trading_signal import WORKFLOW_ID
 
 # What one run of the workflow lists, besides one chart per symbol.
@@ -72,7 +73,10 @@ class RunBench:
     service_compute: Latencies  # the runs' own duration in the signals service
     direct: Latencies
     through_gateway: Latencies
+    service_cpu_ms: float  # the artifacts service's CPU per one-row answer
+    gateway_cpu_ms: float  # the gateway's CPU per forwarded request
     rss_fresh: dict[str, float]
+    rss_busy: dict[str, float]  # right after the runs, the model worker still up
     rss_after: dict[str, float]
     rss_runs: int
 
@@ -93,12 +97,17 @@ class RunBench:
                  self.direct.line("ms"), self.through_gateway.line("ms"),
                  f"  added by the gateway: p50 {self.hop_ms:+.2f} ms   "
                  f"p95 {(self.through_gateway.p95 - self.direct.p95) * 1000:+.2f} ms",
-                 "", f"idle RSS (MB, with child processes): fresh, after {self.rss_runs} runs of one symbol"]
-        lines += [f"  {name:<10} {self.rss_fresh[name]:7.1f} {self.rss_after[name]:9.1f}" for name in self.rss_fresh]
+                 f"  CPU per request: artifacts service {self.service_cpu_ms:.2f} ms, "
+                 f"gateway {self.gateway_cpu_ms:.2f} ms per forwarded request",
+                 "", f"RSS (MB, with child processes): fresh; right after {self.rss_runs} runs; idle again "
+                 f"(the model worker stops after {IDLE_SECONDS:g} s without work)"]
+        lines += [f"  {name:<10} {self.rss_fresh[name]:7.1f} {self.rss_busy[name]:9.1f} {self.rss_after[name]:9.1f}"
+                  for name in self.rss_fresh]
         return "\n".join(lines)
 
     def readme_rows(self) -> list[str]:
         rss = ", ".join(f"{name} {self.rss_fresh[name]:.0f} → {self.rss_after[name]:.0f}" for name in self.rss_fresh)
+        busy = ", ".join(f"{name} {self.rss_busy[name]:.0f}" for name in self.rss_busy)
         n = len(self.compute.symbols)
         return [
             f"| trigger → all artifacts visible, {n} symbols | p50 {self.visible.p50:.2f} s, "
@@ -107,9 +116,11 @@ class RunBench:
             f"| trigger → `signals` visible, {n} symbols | p50 {self.signals_visible.p50:.2f} s | "
             f"all artifacts p50 {self.visible.p50:.2f} s |",
             f"| gateway hop, one-row answer | {self.hop_ms:+.2f} ms p50 (through: p50 "
-            f"{self.through_gateway.p50 * 1000:.2f} ms, p95 {self.through_gateway.p95 * 1000:.2f} ms) | "
-            f"direct p50 {self.direct.p50 * 1000:.2f} ms, p95 {self.direct.p95 * 1000:.2f} ms |",
-            f"| idle RSS, MB: fresh → after {self.rss_runs} runs | {rss} | goal < 150 each |",
+            f"{self.through_gateway.p50 * 1000:.2f} ms, p95 {self.through_gateway.p95 * 1000:.2f} ms); "
+            f"gateway CPU {self.gateway_cpu_ms:.2f} ms per request | "
+            f"direct p50 {self.direct.p50 * 1000:.2f} ms, p95 {self.direct.p95 * 1000:.2f} ms; "
+            f"service CPU {self.service_cpu_ms:.2f} ms per request |",
+            f"| idle RSS, MB: fresh → idle after {self.rss_runs} runs | {rss} | right after the runs: {busy} |",
         ]
 
 
@@ -162,20 +173,32 @@ async def time_runs(gateway_url: str, runs: int, symbols: tuple[str, ...]) -> tu
     return visible, signals_visible, service
 
 
-async def time_hop(direct_url: str, gateway_url: str, requests: int) -> tuple[Latencies, Latencies]:
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
+async def time_hop(stack: Stack, requests: int) -> tuple[Latencies, Latencies, float, float]:
+    """Direct and through-the-gateway latencies, interleaved, and the CPU each of the
+    two services spent per request (milliseconds): the part a loaded machine does not
+    inflate, since waiting for a core costs no CPU."""
     direct, through = Latencies("direct to the artifacts service"), Latencies("through the gateway")
+    direct_url, gateway_url = stack.env["ARTIFACTS_URL"], stack.gateway_url
     path, params = "/api/artifacts/", {"limit": 1}
     async with httpx.AsyncClient(timeout=30) as client:
         for _ in range(20):  # connections open, caches warm
             await client.get(direct_url + path, params=params)
             await client.get(gateway_url + path, params=params)
+        cpu_before = {name: cpu_seconds(stack.pid(name)) for name in ("artifacts", "gateway")}
         for _ in range(requests):
             for base, into in ((direct_url, direct), (gateway_url, through)):
                 started = time.perf_counter()
                 response = await client.get(base + path, params=params)
                 into.seconds.append(time.perf_counter() - started)
                 response.raise_for_status()
-    return direct, through
+        spent = {name: cpu_seconds(stack.pid(name)) - before for name, before in cpu_before.items()}
+    # the artifacts service answered every request, the gateway forwarded half of them
+    return direct, through, spent["artifacts"] / (2 * requests) * 1000, spent["gateway"] / requests * 1000
 
 
 def idle_rss(stack: Stack, settle_seconds: float = 3.0) -> dict[str, float]:
@@ -193,12 +216,14 @@ async def run_bench(stack: Stack, *, runs: int, rss_runs: int, hop_requests: int
     rss_fresh = idle_rss(stack)
     compute = await time_compute(runs, symbols)
     visible, signals_visible, service = await time_runs(stack.gateway_url, runs, symbols)
-    direct, through = await time_hop(stack.env["ARTIFACTS_URL"], stack.gateway_url, hop_requests)
+    direct, through, service_cpu_ms, gateway_cpu_ms = await time_hop(stack, hop_requests)
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
         for _ in range(rss_runs):
             await run_and_wait(client, symbols[:1])
-    return RunBench(compute, visible, signals_visible, service, direct, through, rss_fresh, idle_rss(stack),
-                    rss_runs + runs + 1)
+    rss_busy = idle_rss(stack, settle_seconds=1)
+    rss_after = idle_rss(stack, settle_seconds=IDLE_SECONDS + 5)
+    return RunBench(compute, visible, signals_visible, service, direct, through, service_cpu_ms, gateway_cpu_ms,
+                    rss_fresh, rss_busy, rss_after, rss_runs + runs + 1)
 
 
 def started_stack(workdir: Path) -> Stack:
@@ -207,14 +232,15 @@ def started_stack(workdir: Path) -> Stack:
     return stack
 
 
-async def section(bench) -> None:
+async def run_section(bench) -> None:
     """`make bench`'s `runs` section: adds its README rows to `bench.readme_rows`."""
     print("== a run through the stack against its compute; the gateway hop; idle memory ==")
-    stack = await asyncio.to_thread(started_stack, bench.workdir / "run-stack")
+    # started from this thread: the stack's children are tied to the thread that spawns them
+    stack = started_stack(bench.workdir / "run-stack")
     try:
         result = await run_bench(stack, runs=10, rss_runs=100, hop_requests=300)
     finally:
-        await asyncio.to_thread(stack.stop)
+        stack.stop()
     print(result.summary())
     bench.readme_rows += result.readme_rows()
 

@@ -5,7 +5,8 @@ that fits models keeps growing. The service's own process keeps only pandas (tab
 CSV, charts); `generate_signals` hands its fitting to this worker, a spawned process
 that is started when a run begins (its imports overlap the run's first steps), reused
 by the runs that follow, replaced after MAX_RUNS fits (no growth over many runs), and
-stopped after IDLE_SECONDS without work: an idle service holds no model libraries.
+stopped after IDLE_SECONDS without work: an idle service holds no model libraries,
+and gives the heap its runs freed back to the system.
 
 Only picklable functions of module level run here, and what they return must not hold
 an estimator: unpickling one would import scikit-learn into the service.
@@ -14,6 +15,8 @@ an estimator: unpickling one would import scikit-learn into the service.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
 from collections.abc import Callable
@@ -92,7 +95,11 @@ class ModelWorker:
     def _done(self) -> None:
         self._busy -= 1
         if self._busy == 0 and self._pool is not None:
-            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_seconds, self.stop)
+            self._idle_timer = asyncio.get_running_loop().call_later(self.idle_seconds, self._idle)
+
+    def _idle(self) -> None:
+        self.stop()
+        release_free_memory()
 
     def _discard(self, pool: ProcessPoolExecutor) -> None:
         if self._pool is pool:
@@ -107,6 +114,15 @@ class ModelWorker:
         if self._pool is not None:
             log.debug("model worker stopped")
             self._discard(self._pool)
+
+
+def release_free_memory() -> None:
+    """Hands the heap the runs freed back to the system (glibc keeps it otherwise, and
+    the service's RSS would stay at its busiest); nothing where there is no glibc."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 MODEL_WORKER = ModelWorker()
