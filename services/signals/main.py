@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -73,9 +74,13 @@ class KafkaEventPublisher:
             for topic, description in OUTPUT_TOPICS.items()
         }
 
-    async def __call__(self, event: Event) -> None:
+    async def __call__(self, event: Event) -> asyncio.Future:
+        """Hands the event to the producer; the future settles with the broker's
+        acknowledgement, which the run's emitter awaits (workflow/emitter.py)."""
         # the current span's context (the run's, or its step's) travels with the event
-        await self._publishers[event.topic].publish(event.to_bytes(), key=event.key, headers=inject({}))
+        return await self._publishers[event.topic].publish(
+            event.to_bytes(), key=event.key, headers=inject({}), no_confirm=True
+        )
 
     async def dead_letter(self, letter: DeadLetter, key: bytes | None) -> None:
         await self._publishers[topics.DEADLETTER].publish(letter.to_bytes(), key=key)

@@ -21,13 +21,15 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from shared import tracing
+from shared import topics, tracing
 from shared.event_bounds import storable_text
 from shared.events import Event, LogLevel, LogRecorded
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c7d8e-3b0a-5d54-9a57-1b7e0c2f4a91")
 
-Publish = Callable[[Event], Awaitable[None]]
+# Returns once the event is handed over; what it returns, when awaitable, settles with
+# the broker's acknowledgement (a publisher that waits for it itself returns None).
+Publish = Callable[[Event], Awaitable[Awaitable[Any] | None]]
 E = TypeVar("E", bound=Event)
 
 process_log = logging.getLogger("services.signals.run")
@@ -62,11 +64,18 @@ def traceback_summary(exc: BaseException, limit: int = 8) -> list[str]:
 
 
 class RunEmitter:
+    """A run's events, in order. Logs, artifacts and signals go out without waiting for
+    the broker one by one (a round trip each, most of a run's plumbing); a run or step
+    lifecycle event waits until every event before it is acknowledged, and for its own
+    acknowledgement: a step is reported done only once all it produced is stored, and a
+    broker that refused any of it raises `PublishError` there."""
+
     def __init__(self, publish: Publish, *, workflow_id: str, execution_id: str) -> None:
         self._publish = publish
         self.workflow_id = workflow_id
         self.execution_id = execution_id
         self._log_seq = 0
+        self._unacknowledged: list[tuple[Event, Awaitable[Any]]] = []
 
     def event_id(self, name: str) -> uuid.UUID:
         return event_id_for(self.execution_id, name)
@@ -80,11 +89,27 @@ class RunEmitter:
             execution_id=self.execution_id,
             **fields,
         )
+        lifecycle = event.topic == topics.RUNS_EVENTS
+        if lifecycle:
+            await self.settle()
         try:
-            await self._publish(event)
+            acknowledgement = await self._publish(event)
         except Exception as exc:
             raise PublishError(f"could not publish {event.event_type} to {event.topic}: {exc!r}") from exc
+        if acknowledgement is not None:
+            self._unacknowledged.append((event, acknowledgement))
+            if lifecycle:
+                await self.settle()
         return event
+
+    async def settle(self) -> None:
+        """Waits for the broker to acknowledge every event emitted so far."""
+        pending, self._unacknowledged = self._unacknowledged, []
+        for event, acknowledgement in pending:
+            try:
+                await acknowledgement
+            except Exception as exc:
+                raise PublishError(f"could not publish {event.event_type} to {event.topic}: {exc!r}") from exc
 
     async def log(
         self,
