@@ -90,6 +90,17 @@ def test_the_signals_service_has_the_runs_duration(urls, traced_run):
     assert value(found, "ibflow_ibkr_connection_state", state="ready") == 1
 
 
+def test_consumer_lag_is_what_each_client_knows_never_negative(urls, traced_run):
+    for name, group in (("artifacts", "ibflow-artifacts"), ("signals", "ibflow-signals"),
+                        ("scheduler", "ibflow-scheduler")):
+        lags = [s for s in samples(urls[name]) if s.name == "ibflow_consumer_lag_records"]
+        assert all(s.labels["group"] == group and s.labels["partition"].isdigit() and s.value >= 0
+                   for s in lags), lags
+        if name == "artifacts":  # it has fetched from every partition it holds by now
+            assert {s.labels["topic"] for s in lags} == {"ibflow.runs.requested", "ibflow.runs.events",
+                                                         "ibflow.artifacts", "ibflow.logs"}
+
+
 def test_the_scheduler_counts_the_manual_trigger(urls, traced_run):
     found = samples(urls["scheduler"])
     assert value(found, "ibflow_scheduler_slots_total", workflow=WORKFLOW, trigger="manual", outcome="manual") >= 1
