@@ -5,8 +5,13 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 import secrets
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import httpx
@@ -137,3 +142,57 @@ def test_every_dashboard_expression_names_metrics_the_services_have():
     known = registered_sample_names()
     used = {name for expr in expressions for name in re.findall(r"\bibflow_[a-z_]+\b", expr)}
     assert used and used <= known, sorted(used - known)
+
+
+EXPORT_SCRIPT = """
+import threading
+from opentelemetry import trace
+from shared import tracing
+before = threading.active_count()
+tracing.configure_tracing("exporter-test")
+with tracing.span("work"):
+    pass
+print("threads", threading.active_count() - before, flush=True)
+trace.get_tracer_provider().shutdown()
+"""
+
+
+class Collector(BaseHTTPRequestHandler):
+    """An OTLP/HTTP endpoint that records the paths of what it receives."""
+
+    received: list[str] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        Collector.received.append(self.path)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def new_threads(endpoint: str | None) -> int:
+    """Threads a process started for tracing, with or without an OTLP endpoint."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    result = subprocess.run([sys.executable, "-c", EXPORT_SCRIPT], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.split()[-1])
+
+
+def test_spans_are_exported_with_otlp_only_when_an_endpoint_is_set():
+    server = HTTPServer(("127.0.0.1", 0), Collector)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        assert new_threads(None) == 0  # no exporter, no background thread
+        assert Collector.received == []
+        assert new_threads(f"http://127.0.0.1:{server.server_port}") >= 1
+        assert Collector.received == ["/v1/traces"]
+    finally:
+        server.shutdown()
