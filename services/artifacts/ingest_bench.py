@@ -29,11 +29,13 @@ import logging
 import os
 import random
 import statistics
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -46,6 +48,7 @@ from services.artifacts.ingest.store import ARTIFACT_COLUMNS, LOG_COLUMNS, artif
 from services.artifacts.migrate import migrate
 from services.artifacts.settings import ArtifactsSettings
 from shared import topics
+from shared.artifact_store import ArtifactStore
 from shared.database import normalize_database_url
 from shared.events import ArtifactCreated, DeadLetter, LogRecorded, decode_event
 from shared.kafka import ensure_topics
@@ -73,6 +76,9 @@ WORKFLOWS = {
 SYMBOLS = ("AAPL", "MSFT", "IBM", "GOOG", "AMZN", "TSLA", "NVDA", "META", "JPM", "XOM")
 LOG_LEVEL_WEIGHTS = {"DEBUG": 20, "INFO": 70, "WARNING": 7, "ERROR": 3}
 ARTIFACT_KINDS = ("dataset", "metrics", "predictions", "report", "model", "chart")
+# Where models and charts were put (the consumer refuses a uri outside its store); the
+# benchmark only names content there, it writes nothing.
+BENCH_STORE = ArtifactStore.from_url((Path(tempfile.gettempdir()) / "ibflow-bench-artifacts").as_uri())
 
 
 @dataclass
@@ -141,10 +147,10 @@ def _artifact(rng: random.Random, ids: dict, task: str, when: datetime) -> dict:
                      "tags": ["daily", kind], "queue": f"worker-{rng.randrange(8)}"},
     }
     if kind in ("model", "chart"):
-        content = rng.randbytes(32)
+        digest = hashlib.sha256(rng.randbytes(32)).hexdigest()
         body |= {"media_type": "image/png" if kind == "chart" else "application/octet-stream",
-                 "uri": f"s3://ibflow-artifacts/{ids['workflow_id']}/{ids['execution_id']}/{task}.{kind}",
-                 "size_bytes": rng.randrange(10_000, 50_000_000), "sha256": hashlib.sha256(content).hexdigest()}
+                 "uri": BENCH_STORE.uri_for(digest), "size_bytes": rng.randrange(10_000, 50_000_000),
+                 "sha256": digest}
     else:
         body |= {"media_type": "application/json", "payload": _payload(rng, kind, task)}
     return _envelope(rng, ids, task, when) | body
@@ -288,6 +294,7 @@ def batch_consumer(settings: ArtifactsSettings, sessions, publish_dead_letter) -
         max_partition_fetch_bytes=settings.artifacts_max_partition_fetch_bytes,
         fetch_max_bytes=settings.artifacts_fetch_max_bytes,
         db_retry_seconds=settings.artifacts_db_retry_seconds,
+        artifact_store=BENCH_STORE,
     )
 
 

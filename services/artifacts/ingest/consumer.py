@@ -103,6 +103,27 @@ class DatabaseUnavailable(Exception):
     pass
 
 
+@dataclass
+class _Decoded:
+    """A fetched batch, decoded: what to store, what to dead-letter, how long it took."""
+
+    batch: Batch
+    records: list[ConsumerRecord]
+    events: list[tuple[Event, ConsumerRecord]] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _earliest(*batches: Batch) -> Batch:
+    """Per partition, the records of whichever batch starts earliest: where to seek back to."""
+    merged: Batch = {}
+    for batch in batches:
+        for tp, records in batch.items():
+            if tp not in merged or records[0].offset < merged[tp][0].offset:
+                merged[tp] = records
+    return merged
+
+
 class BatchConsumer:
     """Consumes the run, artifact and log topics of one consumer group.
 
@@ -210,27 +231,44 @@ class BatchConsumer:
             self._consumer = None
 
     async def _run(self) -> None:
+        """Fetch and decode the next batch while the one before is being stored: decoding
+        is this process's work, storing mostly the database's. Batches are still stored,
+        dead-lettered and committed one after the other, in the order fetched."""
         assert self._consumer is not None
-        while not self._stopping.is_set():
-            batch: Batch = {}
-            try:
-                max_records = 1 if self._isolate_records else self._max_records
-                batch = await self._consumer.getmany(timeout_ms=self._batch_timeout_ms, max_records=max_records)
-                self.stats.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in self._consumer.assignment())
-                if batch:
-                    await self.handle(batch)
-            except asyncio.CancelledError:
-                raise
-            except KafkaError as exc:
-                # The client reconnects by itself; note it and poll again.
-                self._note_error(f"broker: {exc!r}")
-                self._rewind(batch)
-                await asyncio.sleep(REFETCH_PAUSE_SECONDS)
-            except Exception as exc:
-                log.exception("consumer loop failed")
-                self._note_error(f"{type(exc).__name__}: {exc}")
-                self._rewind(batch)
-                await asyncio.sleep(REFETCH_PAUSE_SECONDS)
+        storing: tuple[Batch, asyncio.Task[bool]] | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    max_records = 1 if self._isolate_records else self._max_records
+                    batch = await self._consumer.getmany(timeout_ms=self._batch_timeout_ms, max_records=max_records)
+                    self.stats.assigned = sorted(f"{tp.topic}[{tp.partition}]" for tp in self._consumer.assignment())
+                except KafkaError as exc:
+                    # The client reconnects by itself; note it and poll again.
+                    self._note_error(f"broker: {exc!r}")
+                    await asyncio.sleep(REFETCH_PAUSE_SECONDS)
+                    continue
+                except Exception as exc:
+                    log.exception("consumer loop failed")
+                    self._note_error(f"{type(exc).__name__}: {exc}")
+                    await asyncio.sleep(REFETCH_PAUSE_SECONDS)
+                    continue
+                decoded = self._decode(batch) if batch else None
+                if storing is not None:
+                    before, task = storing
+                    storing = None
+                    if not await task:
+                        # The batch before is to be fetched again, so this one is too.
+                        self._rewind(_earliest(before, batch))
+                        continue
+                if decoded is not None:
+                    storing = (batch, asyncio.create_task(self._finish_safely(decoded)))
+        except asyncio.CancelledError:
+            if storing is not None:
+                storing[1].cancel()
+                await asyncio.gather(storing[1], return_exceptions=True)
+            raise
+        if storing is not None:
+            await storing[1]  # the batch in hand is finished before the consumer stops
 
     async def handle(self, batch: Batch) -> None:
         """Store one fetched batch, dead-letter what cannot be stored, then commit offsets.
@@ -239,20 +277,54 @@ class BatchConsumer:
         failing for a reason that is not an outage is retried record by record, and the
         record that still fails is dead-lettered alone.
         """
+        await self._finish(self._decode(batch))
+
+    def _decode(self, batch: Batch) -> _Decoded:
         started = time.perf_counter()
         records = [record for partition_records in batch.values() for record in partition_records]
+        decoded = _Decoded(batch, records)
+        for record in records:
+            outcome = decode_record(record, self._rule, self._artifact_store)
+            if isinstance(outcome, Rejected):
+                decoded.rejected.append(outcome)
+            else:
+                decoded.events.append((outcome, record))
+        decoded.seconds = time.perf_counter() - started
+        return decoded
+
+    async def _finish_safely(self, decoded: _Decoded) -> bool:
+        """`_finish`, and what escapes it (the offset commit, `after_store`) noted, the
+        batch sought back and a pause, as for a failed batch."""
         try:
-            result, rejected = await self._store_and_dead_letter(records)
+            return await self._finish(decoded)
+        except asyncio.CancelledError:
+            raise
+        except KafkaError as exc:
+            self._note_error(f"broker: {exc!r}")
+        except Exception as exc:
+            log.exception("consumer loop failed")
+            self._note_error(f"{type(exc).__name__}: {exc}")
+        self._rewind(decoded.batch)
+        await asyncio.sleep(REFETCH_PAUSE_SECONDS)
+        return False
+
+    async def _finish(self, decoded: _Decoded) -> bool:
+        """Store, dead-letter, commit: True once past the batch, False when it was sought
+        back to be fetched again."""
+        started = time.perf_counter()
+        batch, records = decoded.batch, decoded.records
+        try:
+            result, rejected = await self._store_and_dead_letter(decoded)
         except Exception as exc:
             transient = isinstance(exc, DatabaseUnavailable) or is_transient(exc)
             if not transient:
                 log.exception("batch failed")
             self._note_error(f"batch not stored, will fetch it again: {_first_line(exc)}")
             if not transient and await self._gave_up_on(records, exc):
-                return
+                return True
             self._rewind(batch)
             await asyncio.sleep(REFETCH_PAUSE_SECONDS)
-            return
+            return False
         self._failures.clear()
         if self._isolate_records:
             self._isolate_records -= 1
@@ -266,7 +338,8 @@ class BatchConsumer:
         self.stats.dead_lettered += len(rejected)
         self.stats.last_batch_at = datetime.now(UTC)
         metrics.observe_batch(CONSUMER_NAME, records, rejected, result.stored, result.duplicates,
-                              time.perf_counter() - started)
+                              decoded.seconds + time.perf_counter() - started)
+        return True
 
     async def _store_trace_ids(self, records: list[ConsumerRecord]) -> None:
         # A run's trace id is an annotation: a database that refuses it now must not
@@ -276,17 +349,9 @@ class BatchConsumer:
         except Exception as exc:
             log.warning("could not store the trace ids of a batch", extra={"error": _first_line(exc)})
 
-    async def _store_and_dead_letter(self, records: list[ConsumerRecord]) -> tuple[StoreResult, list[Rejected]]:
-        decoded: list[tuple[Event, ConsumerRecord]] = []
-        rejected: list[Rejected] = []
-        for record in records:
-            outcome = decode_record(record, self._rule, self._artifact_store)
-            if isinstance(outcome, Rejected):
-                rejected.append(outcome)
-            else:
-                decoded.append((outcome, record))
-        result, refused = await self._store(decoded)
-        rejected.extend(refused)
+    async def _store_and_dead_letter(self, decoded: _Decoded) -> tuple[StoreResult, list[Rejected]]:
+        result, refused = await self._store(decoded.events)
+        rejected = decoded.rejected + refused
         for item in rejected:
             await self._rule.dead_letter(item.record, item.reason)
         return result, rejected
