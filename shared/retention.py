@@ -4,7 +4,8 @@ Each service owns its rules (what expires, what must stay) and hands the job a
 `sweep`: a coroutine that deletes in bounded batches, one short transaction each, and
 returns one `Removal` per rule it applied. The job runs it every
 `RETENTION_INTERVAL_SECONDS`, writes a ledger row for every rule that removed
-something (or failed), and logs one line per such rule.
+something (or failed), logs one line per such rule, and counts it in the
+`ibflow_retention_*` metrics.
 
 Replicas of one service share the database: a PostgreSQL advisory lock (tried, never
 waited for) lets one of them sweep at a time; the others skip that round.
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import Field
 from sqlalchemy import Table, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +30,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.settings import IbflowSettings
 
 log = logging.getLogger(__name__)
+
+REMOVED = Counter("ibflow_retention_removed_total",
+                  "Rows (or store blobs) retention deleted, by service and target (table, or blobs).",
+                  ["service", "target"])
+REMOVED_BYTES = Counter("ibflow_retention_removed_bytes_total",
+                        "Bytes of store blobs retention deleted.", ["service", "target"])
+RULE_FAILURES = Counter("ibflow_retention_rule_failures_total",
+                        "Retention rules that failed in a sweep (the next sweep tries again).", ["service", "target"])
+SWEEP_DURATION = Histogram("ibflow_retention_sweep_duration_seconds", "Time of one retention sweep, every rule.",
+                           ["service"], buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600))
+LAST_SWEEP = Gauge("ibflow_retention_last_sweep_timestamp_seconds",
+                   "When the last retention sweep of this process ended (Unix time).", ["service"])
 
 
 class RetentionTiming(IbflowSettings):
@@ -149,7 +163,14 @@ class RetentionJob:
         if worth_recording:
             async with self._engine.begin() as conn:
                 await conn.execute(insert(self._ledger), [r.ledger_row(started_at, finished_at) for r in worth_recording])
+        SWEEP_DURATION.labels(self.service).observe(time.monotonic() - began)
+        LAST_SWEEP.labels(self.service).set(finished_at.timestamp())
         for removal in removals:
+            REMOVED.labels(self.service, removal.target).inc(removal.removed)
+            if removal.removed_bytes:
+                REMOVED_BYTES.labels(self.service, removal.target).inc(removal.removed_bytes)
+            if removal.error:
+                RULE_FAILURES.labels(self.service, removal.target).inc()
             fields = {"target": removal.target, "rule": removal.rule, "removed": removal.removed,
                       "cutoff": removal.cutoff.isoformat() if removal.cutoff else None}
             if removal.removed_bytes is not None:

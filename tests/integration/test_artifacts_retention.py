@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func, select, text
 
 from services.artifacts.database import new_engine, new_sessionmaker
@@ -156,7 +157,10 @@ async def test_expired_artifacts_and_logs_go_and_the_protected_ones_stay(db, sto
                             retention_artifacts_days_by_kind="chart=7,model=never", retention_keep_successful_runs=2,
                             retention_batch_rows=3)
     job = retention_job(settings, db.engine, db.sessions, store)
+    counted = {"service": "artifacts", "target": "log_records"}
+    counted_before = REGISTRY.get_sample_value("ibflow_retention_removed_total", counted) or 0
     removals = await job.run_once()
+    assert REGISTRY.get_sample_value("ibflow_retention_removed_total", counted) - counted_before == 8
 
     assert await db.artifact_names() == {
         "s1 model", "f1 model",                              # model=never
