@@ -5,7 +5,8 @@ sample-file provider) and, in the same run:
 
 - trigger -> visible: from the POST that triggers a run until every artifact of the run
   is listed by the gateway (and until its `signals` artifact is), next to the same
-  workflow's compute in this process without the broker (services/signals/bench.py);
+  workflow's compute in this process without the broker (services/signals/bench.py),
+  the two taking turns so that both see the same load of a shared machine;
 - the gateway hop: the same one-row request to the artifacts service directly and
   through the gateway, interleaved;
 - idle RSS of every service (with its child processes): just started, and after
@@ -159,18 +160,23 @@ async def service_durations(client: httpx.AsyncClient, count: int) -> list[float
     return [r["duration_seconds"] for r in runs if r["duration_seconds"] is not None]
 
 
-async def time_runs(gateway_url: str, runs: int, symbols: tuple[str, ...]) -> tuple[Latencies, Latencies, Latencies]:
+async def time_runs(gateway_url: str, runs: int, symbols: tuple[str, ...]) -> tuple[ComputeTimings, Latencies,
+                                                                                   Latencies, Latencies]:
+    """The in-process compute and runs through the stack, one of each in turn."""
     visible = Latencies("trigger -> all artifacts visible")
     signals_visible = Latencies("trigger -> `signals` visible")
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
         await run_and_wait(client, symbols)  # untimed: the first run warms the services up
-        for _ in range(runs):
+
+        async def one_through_the_stack() -> None:
             signals_at, all_at = await run_and_wait(client, symbols)
             signals_visible.seconds.append(signals_at)
             visible.seconds.append(all_at)
+
+        compute = await time_compute(runs, symbols, between=one_through_the_stack)
         service = Latencies("run started -> finished (signals)")
         service.seconds = (await service_durations(client, runs))[:runs]
-    return visible, signals_visible, service
+    return compute, visible, signals_visible, service
 
 
 def cpu_seconds(pid: int) -> float:
@@ -214,8 +220,7 @@ def idle_rss(stack: Stack, settle_seconds: float = 3.0) -> dict[str, float]:
 async def run_bench(stack: Stack, *, runs: int, rss_runs: int, hop_requests: int,
                     symbols: tuple[str, ...] = SYMBOLS) -> RunBench:
     rss_fresh = idle_rss(stack)
-    compute = await time_compute(runs, symbols)
-    visible, signals_visible, service = await time_runs(stack.gateway_url, runs, symbols)
+    compute, visible, signals_visible, service = await time_runs(stack.gateway_url, runs, symbols)
     direct, through, service_cpu_ms, gateway_cpu_ms = await time_hop(stack, hop_requests)
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as client:
         for _ in range(rss_runs):

@@ -15,6 +15,7 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +80,11 @@ async def _no_previous_run(**_: str) -> None:
     return None
 
 
-async def time_compute(runs: int = 10, symbols: tuple[str, ...] = SYMBOLS) -> ComputeTimings:
+async def time_compute(
+    runs: int = 10, symbols: tuple[str, ...] = SYMBOLS, *, between: Callable[[], Awaitable[None]] | None = None
+) -> ComputeTimings:
+    """`between`, when given, is awaited after each timed run: what is compared with
+    this compute runs interleaved with it, under the same load of a shared machine."""
     provider = SampleFileProvider()
     await provider.start()
     timings = ComputeTimings(symbols)
@@ -105,6 +110,8 @@ async def time_compute(runs: int = 10, symbols: tuple[str, ...] = SYMBOLS) -> Co
             if number:
                 timings.seconds.append(time.perf_counter() - started)
                 timings.cpu_seconds.append(time.process_time() - cpu_started)
+                if between is not None:
+                    await between()
             else:
                 timings.steps.clear()
     await provider.stop()
