@@ -18,6 +18,7 @@ from services.artifacts.database import new_engine, new_sessionmaker
 from services.artifacts.db.models import Artifact, LogRecord, RetentionLedgerEntry, Run, RunStep
 from services.artifacts.ingest.store import store_batch
 from services.artifacts.migrate import migrate
+from services.artifacts.retention import blobs as blob_collection
 from services.artifacts.retention.job import ArtifactsRetention, retention_job
 from services.artifacts.settings import ArtifactsSettings
 from shared.artifact_store import ArtifactStore, FileArtifactStore
@@ -201,7 +202,8 @@ async def test_expired_artifacts_and_logs_go_and_the_protected_ones_stay(db, sto
     assert await db.scalar(select(func.count()).select_from(RetentionLedgerEntry)) == 3
 
 
-async def test_blobs_no_artifact_references_are_collected_and_shared_or_fresh_ones_stay(db, store):
+async def test_blobs_no_artifact_references_are_collected_and_shared_or_fresh_ones_stay(db, store, monkeypatch):
+    monkeypatch.setattr(blob_collection, "CHUNK", 2)  # several chunks, each with its own references
     shared, only_expired, orphan, fresh_orphan, put_again = (
         f"{name}\n".encode() * 1000 for name in ("shared", "only-expired", "orphan", "fresh-orphan", "put-again"))
     await db.store(
@@ -221,7 +223,7 @@ async def test_blobs_no_artifact_references_are_collected_and_shared_or_fresh_on
     removals = await retention_job(settings, db.engine, db.sessions, store).run_once()
 
     blobs = next(r for r in removals if r.target == "blobs")
-    assert blobs.removed == 2
+    assert blobs.removed == 2 and blobs.batches == 2 and blobs.detail["candidates"] == 3
     assert blobs.removed_bytes == len(only_expired) + len(orphan)
     assert set(blobs.detail["sample"]) == {hashlib.sha256(d).hexdigest() for d in (only_expired, orphan)}
     left = {p.name for p in (store.root / "sha256").rglob("*") if p.is_file()}

@@ -11,8 +11,9 @@ referenced by nothing yet may be on its way: the run that wrote it has not had i
 - the start of every run still in flight (queued or running and not abandoned), less
   a margin for clocks: a long run's early blobs wait until the run ends.
 
-The referenced set is read after the listing, so an artifact stored meanwhile is
-seen; the store re-checks each blob's time as it deletes it (`delete_stale`).
+Blobs go in chunks: the references of a chunk are read after it was listed, so an
+artifact stored meanwhile is seen, and the store re-checks each blob's time as it
+deletes it (`delete_stale`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from shared.retention import Removal
 # Clocks of the producer (a run's times) and of the store (a blob's) may differ by this much.
 CLOCK_MARGIN = timedelta(minutes=10)
 SAMPLE = 50
+# Blobs judged per round trip to the database.
+CHUNK = 5000
 _DIGEST_TAIL = 64
 
 
@@ -45,39 +48,44 @@ async def collect_blobs(store: ArtifactStore, sessions: async_sessionmaker, *, n
     if earliest_in_flight is not None:
         cutoff = min(cutoff, earliest_in_flight - CLOCK_MARGIN)
     removal = Removal(target="blobs", rule=rule, cutoff=cutoff, removed_bytes=0)
-    candidates: list[BlobInfo] = [blob async for blob in store.list_blobs(cutoff)]
-    if not candidates:
-        return removal
-    referenced = await referenced_digests(sessions)
     sample: list[str] = []
-    for blob in candidates:
-        if blob.sha256 in referenced:
-            continue
-        try:
-            deleted = await store.delete_stale(blob.uri, cutoff)
-        except UnsafeUriError:
-            continue
-        if deleted:
-            removal.removed += 1
-            removal.removed_bytes += blob.size_bytes
-            if len(sample) < SAMPLE:
-                sample.append(blob.sha256)
-    removal.batches = 1 if removal.removed else 0
-    removal.detail = {"candidates": len(candidates), "sample": sample}
+    candidates = 0
+    chunk: list[BlobInfo] = []
+
+    async def collect(blobs: list[BlobInfo]) -> None:
+        # Asked after the listing: an artifact stored meanwhile is seen.
+        referenced = await referenced_digests(sessions, [blob.sha256 for blob in blobs])
+        for blob in blobs:
+            if blob.sha256 in referenced:
+                continue
+            try:
+                deleted = await store.delete_stale(blob.uri, cutoff)
+            except UnsafeUriError:
+                continue
+            if deleted:
+                removal.removed += 1
+                removal.removed_bytes += blob.size_bytes
+                if len(sample) < SAMPLE:
+                    sample.append(blob.sha256)
+        removal.batches += 1
+
+    # In chunks, so neither the listing nor the references of a big store sit in memory.
+    async for blob in store.list_blobs(cutoff):
+        chunk.append(blob)
+        candidates += 1
+        if len(chunk) == CHUNK:
+            await collect(chunk)
+            chunk = []
+    if chunk:
+        await collect(chunk)
+    removal.detail = {"candidates": candidates, "sample": sample}
     return removal
 
 
-async def referenced_digests(sessions: async_sessionmaker) -> set[str]:
-    """Every sha256 an artifact names, as its `sha256` or as the last part of its URI."""
+async def referenced_digests(sessions: async_sessionmaker, digests: list[str]) -> set[str]:
+    """Those of `digests` that an artifact names, as its `sha256` or as the last part of its URI."""
+    tail = func.right(Artifact.uri, _DIGEST_TAIL)
     async with sessions() as session:
-        result = await session.stream(
-            select(Artifact.sha256, Artifact.uri).where(Artifact.uri.is_not(None)).execution_options(yield_per=10_000)
-        )
-        digests: set[str] = set()
-        async for sha256, uri in result:
-            if sha256:
-                digests.add(sha256.lower())
-            if uri and len(uri) >= _DIGEST_TAIL:
-                digests.add(uri[-_DIGEST_TAIL:].lower())
-        return digests
-
+        by_hash = await session.scalars(select(Artifact.sha256).where(Artifact.sha256.in_(digests)))
+        by_uri = await session.scalars(select(tail).where(Artifact.uri.is_not(None), tail.in_(digests)))
+        return {d.lower() for d in (*by_hash, *by_uri) if d}
