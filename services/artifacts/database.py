@@ -20,11 +20,11 @@ def migrations_config(url: URL) -> Config:
     return alembic_config(MIGRATIONS_DIR, url, VERSION_TABLE)
 
 
-def new_engine(url: URL, *, timeout_seconds: float = 5.0, pool_size: int = 5) -> AsyncEngine:
+def new_engine(url: URL, *, timeout_seconds: float = 5.0, pool_size: int = 5, max_overflow: int = 5) -> AsyncEngine:
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=5,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
         # Bounded connect so /health and start-up answer quickly when the server is gone.
         connect_args={"timeout": timeout_seconds},

@@ -98,7 +98,8 @@ async def start_runtime(settings: ArtifactsSettings, startup: Startup) -> Runtim
     both revisions); a database that is not reachable yet is waited out."""
     url = normalize_database_url(settings.database_url.get_secret_value())
     store = ArtifactStore.from_url(settings.artifact_store_url)
-    engine = new_engine(url, timeout_seconds=settings.artifacts_db_timeout_seconds)
+    engine = new_engine(url, timeout_seconds=settings.artifacts_db_timeout_seconds,
+                        pool_size=settings.artifacts_db_pool_size, max_overflow=settings.artifacts_db_max_overflow)
     try:
         _, head = await startup.retrying(
             f"database schema check at {describe_database(url)['url']}", lambda: check_schema(engine, url)

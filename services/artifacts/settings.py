@@ -25,6 +25,12 @@ class ArtifactsSettings(KafkaSettings, DatabaseSettings, HttpSettings, ArtifactS
     artifacts_db_retry_seconds: float = Field(default=30.0, gt=0)
     artifacts_db_timeout_seconds: float = Field(default=5.0, gt=0)
     artifacts_log_stream_poll_seconds: float = Field(default=0.5, gt=0)
+    # Live log streams one process serves at once; more are refused with 429. Each
+    # holds a database connection only for the moment of each poll.
+    artifacts_max_log_streams: int = Field(default=100, ge=1)
+    # The connection pool: this many kept open, and up to max_overflow more at busy times.
+    artifacts_db_pool_size: int = Field(default=5, ge=1)
+    artifacts_db_max_overflow: int = Field(default=5, ge=0)
     # Logs travel on their own topic, so some may land after run.succeeded: a finished
     # run's live follow waits this long for stragglers before it ends.
     artifacts_log_stream_grace_seconds: float = Field(default=2.0, ge=0)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.artifacts.api import cursors, mapping, schemas
@@ -69,14 +69,37 @@ async def list_logs_route(
     return schemas.LogPage(logs=[mapping.log_record(r) for r in records], limit=limit, next_cursor=next_cursor)
 
 
+class OpenStreams:
+    """How many live streams this process serves: each polls the database, so there is a cap."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.limit
+
+
+def open_streams(request: Request, runtime: RuntimeDep) -> OpenStreams:
+    state = request.app.state
+    if getattr(state, "log_streams", None) is None:
+        state.log_streams = OpenStreams(runtime.settings.artifacts_max_log_streams)
+    return state.log_streams
+
+
 @router.get(
     "/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "one `data:` per log record (JSON)"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "one `data:` per log record (JSON)"},
+        **NO_RUN,
+        **error_responses(429, e429="this process already serves ARTIFACTS_MAX_LOG_STREAMS live streams"),
+    },
 )
 async def stream_logs_route(
-    session: SessionDep,
     runtime: RuntimeDep,
+    streams: Annotated[OpenStreams, Depends(open_streams)],
     execution_id: ExecutionIdDep,
     filters: FiltersDep,
     after: Annotated[int | None, Query(ge=0, le=BIGINT_MAX, description="id of the last record already seen")] = None,
@@ -85,17 +108,35 @@ async def stream_logs_route(
     ] = None,
 ) -> StreamingResponse:
     """Server-sent events: every record stored after `after`, then new ones as they are
-    stored, and a final `event: end` once the run has finished and its records were sent."""
-    await _existing_run(session, execution_id)
+    stored, and a final `event: end` once the run has finished and its records were sent.
+
+    A stream holds no database connection between its polls (each poll takes one from
+    the pool and gives it back), so open streams do not starve other requests."""
+    if streams.full:
+        raise HTTPException(status_code=429, headers={"Retry-After": "5"},
+                            detail=f"too many live log streams ({streams.limit}) open in this process; try again later")
+    async with runtime.sessions() as session:
+        await _existing_run(session, execution_id)
     start = after if after is not None else last_event_id or 0
     return StreamingResponse(
-        _follow(runtime, execution_id, filters, start),
+        _follow(runtime, streams, execution_id, filters, start),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _follow(runtime: Runtime, execution_id: str, filters: LogFilters, last_id: int) -> AsyncIterator[str]:
+async def _follow(
+    runtime: Runtime, streams: OpenStreams, execution_id: str, filters: LogFilters, last_id: int
+) -> AsyncIterator[str]:
+    streams.count += 1
+    try:
+        async for event in _events(runtime, execution_id, filters, last_id):
+            yield event
+    finally:
+        streams.count -= 1
+
+
+async def _events(runtime: Runtime, execution_id: str, filters: LogFilters, last_id: int) -> AsyncIterator[str]:
     settings = runtime.settings
     last_write = time.monotonic()
     terminal_seen_at: float | None = None
