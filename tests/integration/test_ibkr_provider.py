@@ -10,7 +10,6 @@ import datetime
 import gzip
 import logging
 import socket
-import time
 from collections.abc import AsyncIterator
 from functools import cache
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from ib_async import IB
 
 from ibflow.fake_ib_gateway import FakeIBGateway, Faults
+from ibflow.fake_ib_gateway.clock import ManualClock
 from services.signals.health import market_data_health
 from services.signals.market_data.ibkr import IbkrProvider, IbkrSettings
 from services.signals.market_data.ibkr.pacing import PacingLimiter, PacingRules
@@ -88,6 +88,17 @@ def ibkr_records(caplog: pytest.LogCaptureFixture, code: int | None = None) -> l
             and (code is None or getattr(r, "ibkr_code", None) == code)]
 
 
+GATEWAY_LOGGER = "ibflow.fake_ib_gateway"
+
+
+def unanswered_at_first_timeout(caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
+    """How many requests the silent gateway had left unanswered when the provider logged its
+    first timeout, and how many in all: equal when no request waited for a second timeout."""
+    unanswered = [r for r in caplog.records if r.name.startswith(GATEWAY_LOGGER) and "left unanswered" in r.getMessage()]
+    first_timeout = next(r for r in ibkr_records(caplog) if "no answer from IB gateway" in r.getMessage())
+    return sum(r.created <= first_timeout.created for r in unanswered), len(unanswered)
+
+
 def health_of(provider: IbkrProvider):
     component = market_data_health(provider)
     assert component.status in ("ok", "degraded")  # IBKR trouble is never "unhealthy"
@@ -97,6 +108,7 @@ def health_of(provider: IbkrProvider):
 @pytest.fixture(autouse=True)
 def provider_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger=PROVIDER_LOGGER)
+    caplog.set_level(logging.INFO, logger=GATEWAY_LOGGER)
     return caplog
 
 
@@ -210,13 +222,23 @@ async def test_an_as_of_date_after_the_replay_is_162_no_data(gateway, start):
 
 async def test_own_pacing_keeps_the_gateways_pacing_rules(gateway, start):
     """Seven requests for one contract in a row: the fake gateway answers the sixth within
-    2 s with 162; ibflow's limiter holds it back instead."""
-    provider = await start(gateway.port)
-    aapl = await qualified(provider, "AAPL")
-    for days in range(30, 37):
-        series = await provider.daily_bars(aapl, days=days)
-        assert series.bars
-    assert provider.pacing.used_in_window() == 7
+    2 s with 162; ibflow's limiter holds it back instead. The gateway and the limiter share one
+    manual clock that moves only when the limiter waits, so a busy machine delaying a request
+    on its way cannot bunch requests up at the gateway."""
+    clock = ManualClock(1000.0)
+
+    async def wait_on_the_clock(seconds: float) -> None:
+        clock.advance(seconds + 0.001)  # a real sleep overshoots a little too
+        await asyncio.sleep(0)
+
+    async with FakeIBGateway(HOST, 0, clock=clock) as paced_gateway:
+        provider = await start(paced_gateway.port, pacing=PacingLimiter(clock=clock, sleep=wait_on_the_clock))
+        aapl = await qualified(provider, "AAPL")
+        for days in range(30, 37):
+            series = await provider.daily_bars(aapl, days=days)
+            assert series.bars
+        assert provider.pacing.used_in_window() == 7
+        assert clock.now > 1002  # the limiter did hold a request back
 
 
 async def test_live_quotes_stream_until_the_caller_stops(gateway, start):
@@ -251,7 +273,13 @@ async def test_unknown_contract_is_error_200_for_that_symbol_only(gateway, start
 
 
 async def test_pacing_violation_162_fails_the_request_and_pauses_historical_requests(gateway, start, provider_logs):
-    provider = await start(gateway.port)
+    slept: list[float] = []
+
+    async def recorded_sleep(seconds: float) -> None:
+        slept.append(seconds)
+        await asyncio.sleep(seconds)
+
+    provider = await start(gateway.port, pacing=PacingLimiter(sleep=recorded_sleep))
     aapl, msft = await qualified(provider, "AAPL"), await qualified(provider, "MSFT")
     gateway.faults.pacing_violation = True
     with pytest.raises(MarketDataError) as raised:
@@ -263,10 +291,10 @@ async def test_pacing_violation_162_fails_the_request_and_pauses_historical_requ
 
     # the next request would wait longer than IBKR_PACING_MAX_WAIT_SECONDS: it fails at once
     gateway.faults.pacing_violation = False
-    started = time.monotonic()
+    slept.clear()
     with pytest.raises(MarketDataError) as paused:
         await provider.daily_bars(msft, days=100)
-    assert time.monotonic() - started < 1
+    assert slept == []
     assert paused.value.code == 162
     assert "paused after an IBKR pacing violation" in paused.value.message
 
@@ -279,9 +307,9 @@ async def test_pacing_violation_162_fails_the_request_and_pauses_historical_requ
 async def test_silence_times_out_every_request_and_then_pauses_requests(gateway, start, provider_logs):
     provider = await start(gateway.port, ibkr_unanswered_pause_seconds=1)
     gateway.faults.silence = True
-    started = time.monotonic()
     results = await provider.qualify(["AAPL", "MSFT", "IBM"])
-    assert time.monotonic() - started < REQUEST_TIMEOUT + 2
+    # all three were out at once, so they share one timeout instead of waiting for three
+    assert unanswered_at_first_timeout(provider_logs) == (3, 3)
     for symbol, error in results.items():
         assert isinstance(error, MarketDataError), symbol
         assert error.code is None
@@ -291,11 +319,11 @@ async def test_silence_times_out_every_request_and_then_pauses_requests(gateway,
     assert (component.status, component.detail["state"]) == ("degraded", "disconnected")
     assert component.detail["unanswered_requests"] == 3
 
-    # requests fail fast while paused, without waiting for another timeout
-    started = time.monotonic()
+    # requests fail fast while paused: none reaches the gateway to wait for another timeout
     again = await provider.qualify(["AAPL"])
-    assert time.monotonic() - started < 0.5
     assert "not answering requests" in again["AAPL"].message
+    assert unanswered_at_first_timeout(provider_logs) == (3, 3)
+    assert health_of(provider).detail["unanswered_requests"] == 3
 
     # the gateway speaks again: after the pause one request goes through, and all is well
     gateway.faults.silence = False
@@ -333,7 +361,8 @@ async def test_1101_data_lost_resubscribes_quotes_and_asks_again_for_open_reques
 
     gateway.faults.silence = True  # the historical request stays open...
     request = asyncio.create_task(provider.daily_bars(aapl, days=30))
-    await asyncio.sleep(0.3)
+    await until(lambda: any(r.name.startswith(GATEWAY_LOGGER) and "historical request" in r.getMessage()
+                            and "left unanswered" in r.getMessage() for r in provider_logs.records))
     gateway.faults.silence = False
     await gateway.flap_connectivity(data_lost=True)  # ...and is lost with 1101
     series = await asyncio.wait_for(request, 5)
@@ -385,8 +414,8 @@ async def test_a_socket_that_drops_on_every_request_fails_it(gateway, start, pro
 
 async def test_client_id_in_use_326_keeps_the_provider_disconnected(gateway, start, provider_logs):
     gateway.faults.client_id_in_use = True
-    provider = await start(gateway.port, ibkr_client_id_fallbacks=1, ibkr_reconnect_initial_delay_seconds=5,
-                           ibkr_reconnect_max_delay_seconds=5)
+    provider = await start(gateway.port, ibkr_client_id_fallbacks=1, ibkr_reconnect_initial_delay_seconds=300,
+                           ibkr_reconnect_max_delay_seconds=300, ibkr_request_timeout_seconds=100)
     assert provider.supervisor.states[:3] == [CONNECTING, CONNECTING, BACKING_OFF]
     assert provider.supervisor.transitions[2].code == 326
     component = health_of(provider)
@@ -396,9 +425,11 @@ async def test_client_id_in_use_326_keeps_the_provider_disconnected(gateway, sta
     assert any(r.levelno == logging.WARNING and "client id 17 is taken, trying client id 18" in r.getMessage()
                for r in ibkr_records(provider_logs, 326))
 
-    started = time.monotonic()
-    error = (await provider.qualify(["AAPL"]))["AAPL"]
-    assert time.monotonic() - started < 0.5
+    # fails at once rather than waiting for the connection: the wait it would take is longer
+    # than the generous bound here, and the supervisor tries no connection meanwhile
+    states = list(provider.supervisor.states)
+    error = (await asyncio.wait_for(provider.qualify(["AAPL"]), 60))["AAPL"]
+    assert provider.supervisor.states == states
     assert error.code == 326
     assert "all in use" in error.message
 
