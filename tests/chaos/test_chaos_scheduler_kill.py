@@ -37,7 +37,7 @@ CLAIM_THEN_HANG = f"""
 import asyncio, sys
 from services.scheduler import publisher
 
-async def publish_never(self, key, value, *, traceparent=None):
+async def publish_never(self, key, value, **_):
     print({MARKER!r}, key.decode(), flush=True)
     await asyncio.Event().wait()
 
