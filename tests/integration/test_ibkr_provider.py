@@ -94,9 +94,12 @@ GATEWAY_LOGGER = "ibflow.fake_ib_gateway"
 def unanswered_at_first_timeout(caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
     """How many requests the silent gateway had left unanswered when the provider logged its
     first timeout, and how many in all: equal when no request waited for a second timeout."""
-    unanswered = [r for r in caplog.records if r.name.startswith(GATEWAY_LOGGER) and "left unanswered" in r.getMessage()]
-    first_timeout = next(r for r in ibkr_records(caplog) if "no answer from IB gateway" in r.getMessage())
-    return sum(r.created <= first_timeout.created for r in unanswered), len(unanswered)
+    records = caplog.records
+    unanswered = [i for i, r in enumerate(records)
+                  if r.name.startswith(GATEWAY_LOGGER) and "left unanswered" in r.getMessage()]
+    first_timeout = next(i for i, r in enumerate(records)
+                         if r.name.startswith(PROVIDER_LOGGER) and "no answer from IB gateway" in r.getMessage())
+    return sum(i < first_timeout for i in unanswered), len(unanswered)
 
 
 def health_of(provider: IbkrProvider):
