@@ -56,6 +56,16 @@ PublishDeadLetter = Callable[[DeadLetter, bytes | None], Awaitable[Any]]
 Handler = Callable[[Event], Awaitable[Any]]
 
 
+async def keep_bytes(message: Any) -> bytes:
+    """A FastStream `decoder` that leaves a record's body as it arrived.
+
+    FastStream's own decoder parses JSON before any handler runs and lets a
+    RecursionError (a 5,000-deep value) or ValueError (a 5,000-digit integer) escape, so
+    the record would be retried forever; the rule must be the first to read the bytes.
+    """
+    return message.body
+
+
 def is_transient(exc: BaseException) -> bool:
     """A failure that trying the same record again later can get past."""
     if isinstance(exc, OSError | TimeoutError | KafkaConnectionError | KafkaTimeoutError):

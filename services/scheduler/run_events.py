@@ -13,7 +13,7 @@ from services.scheduler import run_tracking
 from services.scheduler.clock import Clock
 from services.scheduler.settings import SchedulerSettings
 from shared import topics
-from shared.consuming import ConsumerRule
+from shared.consuming import ConsumerRule, keep_bytes
 from shared.events import DeadLetter, Event, events_of
 from shared.kafka import consumer_options
 
@@ -43,7 +43,8 @@ def subscribe_run_events(
     # good; only an outage longer than its patience raises, and then the nack makes
     # the broker deliver the same event again.
     @broker.subscriber(
-        topics.RUNS_EVENTS, **consumer_options(settings, group_id=CONSUMER_GROUP), ack_policy=AckPolicy.NACK_ON_ERROR
+        topics.RUNS_EVENTS, **consumer_options(settings, group_id=CONSUMER_GROUP), ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=keep_bytes,
     )
     async def on_run_event(message: KafkaMessage) -> None:
         await rule.handle(message.raw_message, record_run_event)

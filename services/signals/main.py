@@ -25,6 +25,7 @@ from services.signals.workflow.previous_signals import ArtifactsApiPreviousSigna
 from services.signals.workflow.runner import RunResources
 from shared import topics
 from shared.artifact_store import ArtifactStore
+from shared.consuming import keep_bytes
 from shared.events import (
     ArtifactCreated,
     DeadLetter,
@@ -93,6 +94,7 @@ def subscribe_run_requests(broker: KafkaBroker, settings: SignalsSettings, handl
         # that stays away longer than the rule's patience raises, and then the request
         # is fetched again.
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        decoder=keep_bytes,
         max_poll_interval_ms=max_poll_interval_ms(settings),
         title="ibflow.runs.requested",
         description="RunRequested: run the workflow's steps and publish what they produce.",

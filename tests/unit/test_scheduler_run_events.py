@@ -33,6 +33,9 @@ def settings() -> SchedulerSettings:
     ("value", "reason"),
     [
         (b"\xff not json", "not valid UTF-8 JSON"),
+        # FastStream's own decoder would raise on these before the handler ran
+        (b'{"a":' * 5000 + b"1" + b"}" * 5000, "nested too deeply"),
+        (b'{"event_type": "run.started", "n": ' + b"9" * 5000 + b"}", "not acceptable JSON"),
         (b'{"event_type": "run.started", "workflow_id": "w"}', "execution_id"),
         (
             ArtifactCreated(workflow_id="w", execution_id="e", name="n", kind="dataset", payload={}).to_bytes(),
