@@ -107,9 +107,9 @@ async def test_the_next_batch_is_decoded_while_one_is_stored_and_all_are_stored_
                              store=store, group_id="g", max_records=6)
     decode = consumer._decode
 
-    def decode_and_note(batch):
+    async def decode_and_note(batch):
         timeline.append("decode")
-        return decode(batch)
+        return await decode(batch)
 
     consumer._decode = decode_and_note
     await run_until_committed(consumer, log)
