@@ -195,6 +195,41 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str] = ALL_TOP
         await admin.close()
 
 
+class TopicKeeper:
+    """Re-creates ibflow's topics when the broker has lost them.
+
+    A memory broker (the dev stack's tansu) comes back from a restart with no topics at
+    all. The clients reconnect by themselves, but then wait for ever on topics nobody
+    re-creates: every service checks, one metadata request every `interval` seconds.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> TopicKeeper:
+        self._task = asyncio.create_task(self._run(), name="ibflow-topic-keeper")
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.kafka_topic_check_seconds)
+            try:
+                created = await ensure_topics(self._settings)
+            except Exception as exc:  # the broker away: the clients say so; look again later
+                log.debug("topic check failed: %r", exc)
+                continue
+            if created:
+                log.warning("the broker had lost topics and they were created again (did a memory broker restart?)",
+                            extra={"topics": created})
+
+
 async def probe_broker(settings: KafkaSettings, timeout: float = 3.0) -> ComponentHealth:
     detail = {"bootstrap_servers": settings.kafka_bootstrap_servers}
     admin = AIOKafkaAdminClient(

@@ -25,6 +25,9 @@ class KafkaSettings(IbflowSettings):
     # and the tests turn it off.
     kafka_enable_idempotence: bool = True
     kafka_topic_partitions: int = Field(default=3, ge=1)
+    # How often each service checks that ibflow's topics exist (a memory broker loses
+    # them on restart) and creates the missing ones.
+    kafka_topic_check_seconds: float = Field(default=10.0, gt=0)
     # Consumers dead-letter an event whose occurred_at is further ahead of their clock
     # than this: a far-future date would sort above every real run for good.
     event_max_future_skew_seconds: int = Field(default=300, ge=0)

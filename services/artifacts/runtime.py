@@ -18,7 +18,7 @@ from shared import topics
 from shared.artifact_store import ArtifactStore
 from shared.database import describe_database, normalize_database_url
 from shared.events import DeadLetter
-from shared.kafka import CLIENT_START_TIMEOUT_SECONDS, ensure_topics, start_producer
+from shared.kafka import CLIENT_START_TIMEOUT_SECONDS, TopicKeeper, ensure_topics, start_producer
 from shared.retention import RetentionJob
 from shared.startup import Startup
 
@@ -37,6 +37,7 @@ class Runtime:
     producer: AIOKafkaProducer | None = None
     consumer: BatchConsumer | None = None
     retention: RetentionJob | None = None
+    topic_keeper: TopicKeeper | None = None
 
     def start_retention(self) -> None:
         """The periodic job that deletes what the RETENTION_* settings let expire."""
@@ -48,6 +49,7 @@ class Runtime:
         producer (`IdempotenceRefused`) fails the start-up."""
         servers = self.settings.kafka_bootstrap_servers
         await startup.retrying(f"waiting for the broker at {servers}", lambda: ensure_topics(self.settings))
+        self.topic_keeper = TopicKeeper(self.settings).start()
         await startup.retrying(f"starting the consumer on the broker at {servers}", self._connect)
 
     async def _connect(self) -> None:
@@ -81,6 +83,9 @@ class Runtime:
 
     async def close(self) -> None:
         """Stops whatever was started; safe to call again."""
+        if self.topic_keeper is not None:
+            await self.topic_keeper.stop()
+            self.topic_keeper = None
         if self.retention is not None:
             await self.retention.stop()
             self.retention = None

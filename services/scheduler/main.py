@@ -31,7 +31,7 @@ from services.scheduler.settings import SchedulerSettings
 from shared.database import describe_database, normalize_database_url, require_schema_at_head
 from shared.health import HealthReport
 from shared.http import bearer_auth, error_body, install_error_handlers
-from shared.kafka import ensure_topics, new_broker, start_broker
+from shared.kafka import TopicKeeper, ensure_topics, new_broker, start_broker
 from shared.metrics import install_metrics, observe_broker_lag, observe_pool
 from shared.request_guard import RequestGuard
 from shared.startup import Startup, StartupGate, configuration
@@ -132,6 +132,7 @@ async def _start(runtime: SchedulerRuntime, startup: Startup, client_id: str) ->
     )
     servers = settings.kafka_bootstrap_servers
     await startup.retrying(f"waiting for the broker at {servers}", lambda: ensure_topics(settings))
+    runtime.topic_keeper = TopicKeeper(settings).start()
     await startup.retrying(f"starting the producer and consumer on the broker at {servers}",
                            lambda: start_broker(runtime.broker, settings, client_id=client_id))
     startup.step("loading the trading calendar")
@@ -146,6 +147,9 @@ async def _start(runtime: SchedulerRuntime, startup: Startup, client_id: str) ->
 async def _stop(runtime: SchedulerRuntime) -> None:
     """Stops whatever the start-up got to; safe to call again."""
     await runtime.stop_retention()
+    if runtime.topic_keeper is not None:
+        await runtime.topic_keeper.stop()
+        runtime.topic_keeper = None
     if runtime.loop_task is not None:
         runtime.loop_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -15,6 +15,7 @@ from services.scheduler.outbox import RunRequestOutbox
 from services.scheduler.retention import retention_job
 from services.scheduler.scheduling_loop import SchedulingLoop
 from services.scheduler.settings import SchedulerSettings
+from shared.kafka import TopicKeeper
 from shared.retention import RetentionJob
 
 
@@ -31,6 +32,7 @@ class SchedulerRuntime:
     loop: SchedulingLoop
     loop_task: asyncio.Task | None = field(default=None)
     retention: RetentionJob | None = field(default=None)
+    topic_keeper: TopicKeeper | None = field(default=None)
 
     def start_retention(self) -> None:
         """The periodic job that deletes what RETENTION_SCHEDULER_DAYS lets expire."""

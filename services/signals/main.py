@@ -36,7 +36,7 @@ from shared.events import (
 from shared.health import HealthReport
 from shared.http import install_error_handlers
 from shared.json_logging import configure_logging
-from shared.kafka import consumer_options, ensure_topics, new_broker, start_broker
+from shared.kafka import TopicKeeper, consumer_options, ensure_topics, new_broker, start_broker
 from shared.metrics import install_metrics, observe_broker_lag
 from shared.request_guard import RequestGuard
 from shared.startup import Startup, StartupGate, configuration
@@ -134,6 +134,7 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
     )
     subscribe_run_requests(broker, settings, handler)
     startup = Startup(SERVICE, exit_on_failure=own_process)
+    topic_keeper = TopicKeeper(settings)
     provider_started = False
 
     async def start() -> None:
@@ -142,6 +143,7 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
         nonlocal provider_started
         servers = settings.kafka_bootstrap_servers
         await startup.retrying(f"waiting for the broker at {servers}", lambda: ensure_topics(settings))
+        topic_keeper.start()
         startup.step(f"starting the {provider.name} market data provider")
         await provider.start()
         provider_started = True
@@ -150,6 +152,7 @@ def create_app(settings: SignalsSettings | None = None) -> FastAPI:
 
     async def stop() -> None:
         nonlocal provider_started
+        await topic_keeper.stop()
         await broker.stop()
         if provider_started:
             provider_started = False
