@@ -34,6 +34,7 @@ from ibflow.trigger import (
 ENDED = ("succeeded", "partial", "failed", "cancelled")
 OUTCOME_EXIT = {"succeeded": EXIT_SUCCEEDED, "partial": EXIT_PARTIAL}
 SCORED_HORIZON = "5"
+PLANNING_TIMEOUT = 60.0
 
 
 def _path(workflow: str, *parts: str) -> str:
@@ -45,7 +46,8 @@ def start(gateway: Gateway, workflow: str, *, start_date: str, end_date: str, sy
     body: dict[str, Any] = {"start": start_date, "end": end_date, "max_active_runs": max_active_runs}
     if symbols:
         body["params"] = {"symbols": symbols}
-    response = gateway.request("POST", _path(workflow, "backfills"), json=body)
+    # planning reads the exchange's calendar for the range: seconds on a busy machine
+    response = gateway.request("POST", _path(workflow, "backfills"), json=body, timeout=PLANNING_TIMEOUT)
     if response.status_code != 202:
         raise GatewayError(f"the gateway refused the backfill ({response.status_code}): {_error_text(response)}")
     return response.json()

@@ -45,10 +45,10 @@ class Gateway:
     url: str
     token: str | None = None
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    def request(self, method: str, path: str, *, timeout: float = 10, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token and method != "GET" else {}
         try:
-            return self.client.request(method, f"{self.url}{path}", headers=headers, timeout=10, **kwargs)
+            return self.client.request(method, f"{self.url}{path}", headers=headers, timeout=timeout, **kwargs)
         except httpx.HTTPError as exc:
             raise GatewayUnreachable(f"cannot reach the gateway at {self.url} ({type(exc).__name__}: {exc})") from None
 

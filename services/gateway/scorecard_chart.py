@@ -11,6 +11,7 @@ WIDTH, HEIGHT = 420, 190
 LEFT, RIGHT, TOP, BOTTOM = 52, 12, 14, 30
 SIGNALS_COLOUR = "#3b5bdb"
 HOLD_COLOUR = "#8a93a6"
+LABEL_GAP = 12
 
 
 def percent(value: float) -> str:
@@ -55,9 +56,12 @@ def curve_svg(symbol: str, points: Sequence[tuple[str, float, float]]) -> Markup
         _polyline(xs, [y(v) for v in hold], HOLD_COLOUR, 1.5, "5 3"),
         _polyline(xs, [y(v) for v in follow], SIGNALS_COLOUR, 2),
     ]
-    for value in {high, low, 0.0}:
-        parts.append(f'<text x="{LEFT - 6}" y="{y(value) + 4}" text-anchor="end" font-size="11" '
-                     f'fill="#6b7385">{escape(percent(value))}</text>')
+    labelled: list[float] = []
+    for value in (0.0, high, low):
+        if all(abs(y(value) - y(other)) >= LABEL_GAP for other in labelled):  # no label over another
+            labelled.append(value)
+            parts.append(f'<text x="{LEFT - 6}" y="{y(value) + 4}" text-anchor="end" font-size="11" '
+                         f'fill="#6b7385">{escape(percent(value))}</text>')
     baseline = HEIGHT - BOTTOM + 16
     parts += [
         f'<text x="{LEFT}" y="{baseline}" font-size="11" fill="#6b7385">{escape(points[0][0])}</text>',

@@ -4,7 +4,7 @@ Planning (when a backfill is submitted): the sessions of the schedule's trading
 calendar (XNYS when the schedule has none) from start to end, both included, one
 `backfill_runs` row each, queued, with the execution id `backfill-<workflow>-<YYYYMMDD>`.
 
-Releasing (at once, then at every scheduler tick while sessions are queued): oldest
+Releasing (at every scheduler tick, about a second, while sessions are queued): oldest
 session first, as many as the backfill's `max_active_runs` allows beside its runs still
 going, each claimed in the outbox (`schedule_slots`) like a manual trigger and published
 from there. The claim is keyed by the execution id, so a session whose run was requested
@@ -161,7 +161,6 @@ class Backfills:
         log.info("backfill planned", extra={"backfill_id": backfill_id, "workflow_id": workflow_id,
                                             "start": start.isoformat(), "end": end.isoformat(),
                                             "sessions": len(planned), "max_active_runs": max_active_runs})
-        await self.release(backfill_id)
         return backfill_id, len(planned)
 
     # --- releasing and finishing (every tick) ---------------------------------------------

@@ -152,3 +152,12 @@ async def test_the_workflows_page_links_the_scorecard_and_offers_a_backfill():
     assert 'href="/workflows/wf/scorecard"' in page.text
     assert 'data-backfill-form data-workflow="wf"' in page.text
     assert 'data-backfills="/ui/workflows/wf/backfills"' in page.text
+
+
+def test_a_curve_labels_its_top_bottom_and_zero_without_one_over_another():
+    from services.gateway.scorecard_chart import curve_svg
+
+    svg = str(curve_svg("X", [("2012-06-01", 0.0, 0.0), ("2012-06-04", 0.004, -0.2), ("2012-06-05", 0.003, -0.1)]))
+    labels = [part.split(">")[1] for part in svg.split("<text")[1:]]
+    assert labels[:2] == ["+0.0%</text", "-20.0%</text"]  # +0.4% sits on +0.0%: left out
+    assert str(curve_svg("X", [("2012-06-01", 0.0, 0.0)])).startswith('<p class="muted small">')

@@ -40,7 +40,7 @@
     button.disabled = false;
     if (result.ok && result.data) {
       setStatus(status, "Backfill started: " + result.data.planned + " sessions.", "ok");
-      const list = form.closest("[data-workflow]").querySelector("[data-backfills]");
+      const list = form.closest("section[data-workflow]").querySelector("[data-backfills]");
       if (list) ibflow.refreshOnce(list, list.dataset.backfills);
     } else if (result.status === 401) {
       setStatus(status, "This needs the API token: enter it and try again.", "error");
@@ -50,7 +50,7 @@
   }
 
   async function cancel(button, container) {
-    const workflow = button.closest("[data-workflow]").dataset.workflow;
+    const workflow = button.closest("section[data-workflow]").dataset.workflow;
     button.disabled = true;
     const result = await ibflow.send("POST", api(workflow) + "/backfills/" + encodeURIComponent(button.dataset.backfillCancel) + "/cancel", {});
     if (!result.ok) window.alert("The backfill was not cancelled: " + result.message);
