@@ -399,17 +399,29 @@ async def test_run_events_from_the_broker_track_active_runs_and_bad_ones_are_dea
 # --- two replicas -------------------------------------------------------------------
 
 
-async def test_two_replicas_fire_each_slot_exactly_once_after_a_cron_change(api, clock, kafka_bootstrap):
+async def both_replicas_ticked_at(replicas, clock: FakeClock) -> None:
+    """Wait until each replica has finished a tick that looked at the clock's current time;
+    on a busy machine that can take long, and the timeline must not run ahead of it."""
+    now = clock.now()
+
+    async def ticked():
+        return all(app.state.runtime.loop.last_tick_at is not None and app.state.runtime.loop.last_tick_at >= now
+                   for app in replicas)
+
+    await eventually(ticked, timeout=120, interval=0.02)
+
+
+async def test_two_replicas_fire_each_slot_exactly_once_after_a_cron_change(api, replicas, clock, kafka_bootstrap):
     # a day of its own, so that runs against a long-lived broker do not see each other's slots
     day = datetime(2031, 1, 1, tzinfo=UTC) + timedelta(days=random.randrange(20_000))
     clock.set(day + timedelta(seconds=30))
-    await asyncio.sleep(0.5)  # both replicas look at the jump (the slots in it are misfires)
+    await both_replicas_ticked_at(replicas, clock)  # both look at the jump (the slots in it are misfires)
+    # each tick reads the schedule afresh, so the next advance is judged by the new cron
     await patch(api, cron="* * * * *", timezone="UTC", calendar=None, max_active_runs=None, misfire_policy="all")
-    await asyncio.sleep(0.5)
 
-    for _ in range(60):  # ten minutes of slots, ten seconds at a time
+    for _ in range(60):  # ten minutes of slots, ten seconds at a time, each seen by both replicas
         clock.advance(seconds=10)
-        await asyncio.sleep(0.1)
+        await both_replicas_ticked_at(replicas, clock)
     prefix = f"scheduled-{WORKFLOW}-{day:%Y%m%d}T"
     expected = {f"{prefix}00{minute:02d}00Z" for minute in range(1, 11)}
 
@@ -417,7 +429,7 @@ async def test_two_replicas_fire_each_slot_exactly_once_after_a_cron_change(api,
         entries = (await api.get(f"/api/workflows/{WORKFLOW}/ledger", params={"limit": 500})).json()["entries"]
         return {e["execution_id"] for e in entries if e["outcome"] == "fired"} >= expected
 
-    await eventually(all_fired)
+    await eventually(all_fired, timeout=120)
     await api.post(f"/api/workflows/{WORKFLOW}/pause")
 
     events = await read_topic(kafka_bootstrap, topics.RUNS_REQUESTED, lambda v: v["execution_id"].startswith(prefix),
