@@ -10,6 +10,7 @@ pytestmark = pytest.mark.unit
 
 WORKFLOW_ID = "ibkr_trading_signal_workflow"
 SIGNALS = {"signals": [{"symbol": "IBM", "action": "BUY", "strength": 0.5}], "counts": {}, "as_of": "2013-03-01"}
+A1 = "7d3c2a10-4b1e-4f0a-9c55-0e8f3b2d1a01"
 
 
 def api(routes: dict[str, object], seen: list[httpx.Request] | None = None) -> httpx.MockTransport:
@@ -34,8 +35,8 @@ async def test_the_latest_other_successful_run_and_its_inline_signals():
     seen: list[httpx.Request] = []
     routes = {
         "/api/runs": {"runs": [{"execution_id": "exec-now"}, {"execution_id": "exec-before"}], "total": 2},
-        "/api/artifacts/": {"artifacts": [{"artifact_id": "a1"}], "total": 1},
-        "/api/artifacts/a1": {"artifact_id": "a1", "payload": SIGNALS},
+        "/api/artifacts/": {"artifacts": [{"artifact_id": A1}], "total": 1},
+        f"/api/artifacts/{A1}": {"artifact_id": A1, "payload": SIGNALS},
     }
     result = await lookup(api(routes, seen))(workflow_id=WORKFLOW_ID, execution_id="exec-now")
     assert result == PreviousSignals(execution_id="exec-before", payload=SIGNALS)
@@ -47,9 +48,9 @@ async def test_the_latest_other_successful_run_and_its_inline_signals():
 async def test_stored_signals_are_read_from_the_content_endpoint():
     routes = {
         "/api/runs": {"runs": [{"execution_id": "exec-before"}]},
-        "/api/artifacts/": {"artifacts": [{"artifact_id": "a1"}]},
-        "/api/artifacts/a1": {"artifact_id": "a1", "payload": None, "uri": "file:///x"},
-        "/api/artifacts/a1/content": SIGNALS,
+        "/api/artifacts/": {"artifacts": [{"artifact_id": A1}]},
+        f"/api/artifacts/{A1}": {"artifact_id": A1, "payload": None, "uri": "file:///x"},
+        f"/api/artifacts/{A1}/content": SIGNALS,
     }
     result = await lookup(api(routes))(workflow_id=WORKFLOW_ID, execution_id="exec-now")
     assert result.payload == SIGNALS

@@ -13,6 +13,7 @@ import pytest
 from services.signals.market_data.models import BarSeries, Instrument, MarketDataError, ProviderHealth
 from services.signals.market_data.sample_file import SampleFileProvider
 from services.signals.workflow.previous_signals import PreviousSignalsUnavailable
+from shared.api_models import SignalsDiff
 from services.signals.workflow.runner import PreviousSignals, RunResources, run_workflow
 from services.signals.workflow.trading_signal import INLINE_TABLE_ROWS, WORKFLOW, WORKFLOW_ID
 from shared.artifact_store import ArtifactStore
@@ -33,6 +34,7 @@ EXPECTED_ARTIFACTS = {
     ("publish_signals", "chart_AAPL", "chart", "image/svg+xml"),
     ("publish_signals", "chart_IBM", "chart", "image/svg+xml"),
     ("publish_signals", "report", "report", "text/markdown"),
+    ("publish_signals", "signals_diff", "signals_diff", "application/json"),
 }
 
 
@@ -400,3 +402,24 @@ async def test_a_fetch_error_code_is_logged_and_the_run_goes_on_with_the_others_
     }]
     (run_warning,) = [e for e in recorder.of_type("log.record") if e.level == "WARNING" and e.step_name is None]
     assert run_warning.message.startswith("run partial: 1 failed item: AAPL (fetch_market_data)")
+
+
+def test_the_signals_diff_artifact_is_the_diff_the_report_shows(run):
+    """One answer to "what changed since the previous run": the artifact the API serves holds
+    the same comparison the report was written from."""
+    _, recorder, _ = run
+    diff = SignalsDiff.model_validate(recorder.artifact("signals_diff").payload)
+    report = recorder.artifact("report")
+    assert diff.previous_available and diff.previous_execution_id == "exec-previous"
+    assert report.metadata["previous_execution_id"] == diff.previous_execution_id
+    assert [c.model_dump(by_alias=True) for c in diff.changed] == report.metadata["changed"]
+    assert "AAPL" in diff.new and diff.dropped == []
+    assert {"IBM"} == {c.symbol for c in diff.changed} | set(diff.unchanged)
+
+
+async def test_a_run_without_a_previous_run_publishes_no_signals_diff(store):
+    recorder = Recorder()
+    resources = resources_with(await started_provider(), store, PreviousRun(None))
+    await run_workflow(WORKFLOW, run_request(["AAPL"], "exec-wf-first"), resources, recorder)
+    assert "signals_diff" not in {a.name for a in recorder.of_type("artifact.created")}
+    assert "report" in {a.name for a in recorder.of_type("artifact.created")}

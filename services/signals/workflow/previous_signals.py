@@ -7,11 +7,15 @@ the previous run" section, so any trouble here degrades the report, never the ru
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
 
 from services.signals.workflow.runner import PreviousSignals
+from shared.api_models import ArtifactPayload, ArtifactRefPage, RunRefPage
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class PreviousSignalsUnavailable(Exception):
@@ -38,29 +42,37 @@ class ArtifactsApiPreviousSignals:
             raise PreviousSignalsUnavailable(
                 f"artifacts service at {self._base_url} unreachable: {type(exc).__name__}"
             ) from None
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PreviousSignalsUnavailable(f"unexpected answer from the artifacts service: {exc!r}") from None
+        except ValidationError as exc:
+            raise PreviousSignalsUnavailable(f"unexpected answer from the artifacts service: {exc}") from None
+        except ValueError as exc:
+            raise PreviousSignalsUnavailable(f"unexpected answer from the artifacts service: {exc}") from None
 
     async def _lookup(self, client: httpx.AsyncClient, workflow_id: str, execution_id: str) -> PreviousSignals | None:
-        runs = await _get_json(
-            client, "/api/runs", params={"workflow_id": workflow_id, "status": "succeeded", "limit": 5}
+        runs = await _get(
+            client, RunRefPage, "/api/runs", params={"workflow_id": workflow_id, "status": "succeeded", "limit": 5}
         )
         # A redelivered request may re-run an execution that already succeeded.
-        previous = next((r["execution_id"] for r in runs["runs"] if r["execution_id"] != execution_id), None)
+        previous = next((r.execution_id for r in runs.runs if r.execution_id != execution_id), None)
         if previous is None:
             return None
-        listing = await _get_json(
-            client, "/api/artifacts/", params={"execution_id": previous, "kind": "signals", "limit": 1}
+        listing = await _get(
+            client, ArtifactRefPage, "/api/artifacts/", params={"execution_id": previous, "kind": "signals", "limit": 1}
         )
-        if not listing["artifacts"]:
+        if not listing.artifacts:
             return None
-        artifact = await _get_json(client, f"/api/artifacts/{listing['artifacts'][0]['artifact_id']}")
-        payload = artifact.get("payload")
+        artifact = await _get(client, ArtifactPayload, f"/api/artifacts/{listing.artifacts[0].artifact_id}")
+        payload = artifact.payload
         if payload is None:
-            payload = await _get_json(client, f"/api/artifacts/{artifact['artifact_id']}/content")
+            payload = await _get_json(client, f"/api/artifacts/{artifact.artifact_id}/content")
         if not isinstance(payload, dict):
             raise ValueError(f"signals artifact of {previous} is not a JSON object")
         return PreviousSignals(execution_id=previous, payload=payload)
+
+
+async def _get(
+    client: httpx.AsyncClient, model: type[M], path: str, params: dict[str, Any] | None = None
+) -> M:
+    return model.model_validate(await _get_json(client, path, params))
 
 
 async def _get_json(client: httpx.AsyncClient, path: str, params: dict[str, Any] | None = None) -> Any:

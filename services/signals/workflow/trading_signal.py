@@ -27,6 +27,7 @@ from services.signals.workflow.artifacts import CSV, MARKDOWN, OCTET_STREAM, SVG
 from services.signals.workflow.model_worker import MODEL_WORKER
 from services.signals.workflow.previous_signals import PreviousSignalsUnavailable
 from services.signals.workflow.runner import Step, StepContext, Workflow
+from shared.api_models import SIGNALS_DIFF_KIND, SignalsDiff
 from shared.events import SignalGenerated
 
 WORKFLOW_ID = "ibkr_trading_signal_workflow"
@@ -411,6 +412,12 @@ async def publish_signals(ctx: StepContext, signal_set: SignalSet) -> dict[str, 
         previous.payload if previous else None,
         previous_execution_id=previous.execution_id if previous else None,
     )
+    if previous is not None:
+        # the one answer to "what changed since the previous run": the API serves this artifact
+        await ctx.artifacts.json(
+            "signals_diff", SIGNALS_DIFF_KIND, SignalsDiff.model_validate(diff).model_dump(mode="json", by_alias=True),
+            metadata={"previous_execution_id": previous.execution_id},
+        )
     report = run_report(
         workflow_id=ctx.workflow_id,
         execution_id=ctx.execution_id,
