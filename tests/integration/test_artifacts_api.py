@@ -16,6 +16,8 @@ from services.artifacts.ingest.store import store_batch
 from services.artifacts.main import create_app
 from services.artifacts.migrate import migrate
 from services.artifacts.settings import ArtifactsSettings
+from services.signals.analytics.diff import diff_signals
+from shared.api_models import SIGNALS_DIFF_KIND, SignalsDiff
 from shared.artifact_store import ArtifactStore
 from shared.database import normalize_database_url
 from shared.events import (
@@ -508,27 +510,14 @@ async def test_an_unknown_run_is_a_json_404(api):
 # --- signals diff ---------------------------------------------------------------------
 
 
-async def test_signals_diff_against_the_previous_successful_run(api):
-    diff = (await api.client.get("/api/runs/run-new/signals-diff")).json()
-    assert diff["comparable"] is True
-    assert diff["previous_execution_id"] == "run-old"  # run-failed is skipped
-    assert [(c["symbol"], c["previous_action"], c["action"]) for c in diff["changed_actions"]] == [
-        ("MSFT", "HOLD", "SELL")
-    ]
-    assert [(c["symbol"], c["strength_change"]) for c in diff["strength_moves"]] == [("AAPL", 0.3)]
-    assert [c["symbol"] for c in diff["new_symbols"]] == ["GOOG"]
-    assert [c["symbol"] for c in diff["dropped_symbols"]] == ["FB"]
-    assert diff["unchanged_symbols"] == ["IBM"]
-
-
-async def test_signals_diff_says_why_when_there_is_nothing_to_compare(api):
-    first = (await api.client.get("/api/runs/run-old/signals-diff")).json()
-    assert (first["comparable"], first["previous_execution_id"]) == (False, None)
-    assert "no earlier successful run" in first["note"]
-    none = (await api.client.get("/api/runs/run-failed/signals-diff")).json()
-    assert none["comparable"] is False
-    assert "no signals artifact" in none["note"]
-    assert (await api.client.get("/api/runs/nope/signals-diff")).status_code == 404
+async def test_signals_diff_of_a_run_without_one_says_why(api):
+    """Runs before signals published the diff, and first runs, have none: a 404 that says so."""
+    response = await api.client.get("/api/runs/run-new/signals-diff")
+    assert response.status_code == 404
+    assert "has no signals diff" in response.json()["error"]
+    assert "previous successful run" in response.json()["error"]
+    missing = await api.client.get("/api/runs/nope/signals-diff")
+    assert missing.status_code == 404 and "no run 'nope'" in missing.json()["error"]
 
 
 # --- logs -----------------------------------------------------------------------------
@@ -629,3 +618,40 @@ async def test_live_follow_streams_new_records_and_ends_when_the_run_is_done(api
             events = [event async for event, _ in read_sse(response)]
     assert events == ["end"]
     assert (await api.client.get("/api/runs/nope/logs/stream")).status_code == 404
+
+
+# --- signals diff (last: it adds a run) ------------------------------------------------
+
+
+async def test_signals_diff_is_the_signals_services_own_diff_as_published(api):
+    """The API serves the signals_diff artifact the signals service published for the run,
+    the comparison its report was written from: one rule, one answer."""
+    current = signals(("AAPL", "BUY", 0.8), ("MSFT", "SELL", 0.6), ("IBM", "HOLD", 0.5), ("GOOG", "BUY", 0.7))
+    before = signals(("AAPL", "BUY", 0.5), ("MSFT", "HOLD", 0.6), ("IBM", "HOLD", 0.52), ("FB", "SELL", 0.4))
+    published = diff_signals(current, before, previous_execution_id="run-old")
+    ids = {"workflow_id": WF, "execution_id": "run-diffed"}
+    await api.store_events([
+        *finished_run("run-diffed", 60, ok=True, payload=current)[:-1],
+        ArtifactCreated(**ids, step_name="publish_signals", name="signals_diff", kind=SIGNALS_DIFF_KIND,
+                        payload=SignalsDiff.model_validate(published).model_dump(mode="json", by_alias=True),
+                        occurred_at=at(64.5)),
+        RunSucceeded(**ids, occurred_at=at(65)),
+    ])
+    response = await api.client.get("/api/runs/run-diffed/signals-diff")
+    assert response.status_code == 200, response.text
+    assert response.json() == published
+    assert [(c["symbol"], c["from"], c["to"]) for c in published["changed"]] == [("MSFT", "HOLD", "SELL")]
+    assert [m["symbol"] for m in published["strength_moves"]] == ["AAPL"]  # IBM moved less than the threshold
+
+
+async def test_a_signals_diff_that_breaks_the_contract_is_a_clear_error(api):
+    ids = {"workflow_id": WF, "execution_id": "run-bad-diff"}
+    await api.store_events([
+        *finished_run("run-bad-diff", 70, ok=True, payload=None)[:-1],
+        ArtifactCreated(**ids, step_name="publish_signals", name="signals_diff", kind=SIGNALS_DIFF_KIND,
+                        payload={"changed": "everything"}, occurred_at=at(74.5)),
+        RunSucceeded(**ids, occurred_at=at(75)),
+    ])
+    response = await api.client.get("/api/runs/run-bad-diff/signals-diff")
+    assert response.status_code == 500
+    assert "does not match the contract" in response.json()["error"]

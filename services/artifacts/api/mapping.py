@@ -9,7 +9,6 @@ from services.artifacts.api import schemas
 from services.artifacts.db.models import Artifact, LogRecord, Run, RunStep
 from services.artifacts.queries.artifacts import ExecutionGroup
 from services.artifacts.queries.runs import RAN_STEP_STATUSES, abandoned_since
-from services.artifacts.signals_diff import SignalChange
 from shared import bounded_json
 
 
@@ -162,15 +161,4 @@ def log_record(row: LogRecord) -> schemas.LogRecordOut:
         message=row.message,
         logger=row.logger,
         fields=stored_object(row.fields),
-    )
-
-
-def signal_change(change: SignalChange) -> schemas.SignalChange:
-    return schemas.SignalChange(
-        symbol=change.symbol,
-        action=change.action,
-        previous_action=change.previous_action,
-        strength=change.strength,
-        previous_strength=change.previous_strength,
-        strength_change=change.strength_change,
     )

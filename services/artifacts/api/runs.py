@@ -1,4 +1,4 @@
-"""`/api/runs`: runs with their steps and progress, and how a run's signals moved."""
+"""`/api/runs`: runs with their steps and progress, and how a run's signals moved (as signals said)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
+from pydantic import ValidationError
 
 from services.artifacts.api import cursors, mapping, schemas
 from services.artifacts.api.deps import ExecutionIdDep, RuntimeDep, SessionDep
 from services.artifacts.db.models import Run
-from services.artifacts.queries.artifacts import latest_signals_artifact
-from services.artifacts.queries.runs import RunFilters, get_run, list_runs, previous_successful_run_with_signals
-from services.artifacts.signals_diff import diff_signals, signals_by_symbol
+from services.artifacts.queries.artifacts import latest_inline_artifact
+from services.artifacts.queries.runs import RunFilters, get_run, list_runs
+from shared.api_models import SIGNALS_DIFF_KIND, SignalsDiff
 from shared.http import error_responses
 from shared.http_params import Instant, text_query
 
@@ -83,44 +84,27 @@ async def get_run_route(session: SessionDep, runtime: RuntimeDep, execution_id: 
     return mapping.run_detail(await run_or_404(session, execution_id), abandoned_before=abandoned_before(runtime))
 
 
-@router.get("/{execution_id}/signals-diff", response_model=schemas.SignalsDiff, responses=NO_RUN)
-async def signals_diff_route(session: SessionDep, execution_id: ExecutionIdDep) -> schemas.SignalsDiff:
+NO_SIGNALS_DIFF = error_responses(404, e404="no such run, or the run has no signals diff")
+
+
+@router.get("/{execution_id}/signals-diff", response_model=SignalsDiff, responses=NO_SIGNALS_DIFF)
+async def signals_diff_route(session: SessionDep, execution_id: ExecutionIdDep) -> SignalsDiff:
+    """What changed since the previous successful run, as the signals service computed it for
+    the run's report (its `signals_diff` artifact); this service does not compare signals."""
     run = await run_or_404(session, execution_id)
-    current = await latest_signals_artifact(session, run.execution_id)
-    diff = schemas.SignalsDiff(
-        execution_id=run.execution_id,
-        workflow_id=run.workflow_id,
-        artifact_id=current.artifact_id if current else None,
-        previous_execution_id=None,
-        previous_artifact_id=None,
-        comparable=False,
-        note=None,
-        changed_actions=[],
-        strength_moves=[],
-        new_symbols=[],
-        dropped_symbols=[],
-        unchanged_symbols=[],
-    )
-    current_signals = signals_by_symbol(current.payload) if current else None
-    if current_signals is None:
-        diff.note = f"run {run.execution_id} has no signals artifact with a signals list (yet)"
-        return diff
-    previous_run = await previous_successful_run_with_signals(session, run)
-    if previous_run is None:
-        diff.note = f"no earlier successful run of {run.workflow_id} with signals to compare with"
-        return diff
-    previous = await latest_signals_artifact(session, previous_run.execution_id)
-    diff.previous_execution_id = previous_run.execution_id
-    diff.previous_artifact_id = previous.artifact_id
-    previous_signals = signals_by_symbol(previous.payload)
-    if previous_signals is None:
-        diff.note = f"the signals artifact of {previous_run.execution_id} has no signals list"
-        return diff
-    result = diff_signals(current_signals, previous_signals)
-    diff.comparable = True
-    diff.changed_actions = [mapping.signal_change(c) for c in result.changed_actions]
-    diff.strength_moves = [mapping.signal_change(c) for c in result.strength_moves]
-    diff.new_symbols = [mapping.signal_change(c) for c in result.new_symbols]
-    diff.dropped_symbols = [mapping.signal_change(c) for c in result.dropped_symbols]
-    diff.unchanged_symbols = result.unchanged_symbols
-    return diff
+    artifact = await latest_inline_artifact(session, run.execution_id, SIGNALS_DIFF_KIND)
+    if artifact is None:
+        raise HTTPException(
+            status_code=404,
+            detail=f"run {run.execution_id!r} has no signals diff: the signals service publishes one only for a run "
+            f"with a previous successful run of {run.workflow_id} to compare with, and runs from before it did so "
+            "have none",
+        )
+    try:
+        return SignalsDiff.model_validate(artifact.payload)
+    except ValidationError as exc:
+        raise HTTPException(
+            status_code=500,
+            detail=f"the signals_diff artifact {artifact.artifact_id} of run {run.execution_id!r} does not match "
+            f"the contract: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}",
+        ) from None

@@ -145,27 +145,3 @@ class LogPage(BaseModel):
     logs: list[LogRecordOut]
     limit: int
     next_cursor: str | None
-
-
-class SignalChange(BaseModel):
-    symbol: str
-    action: str | None
-    previous_action: str | None
-    strength: float | None
-    previous_strength: float | None
-    strength_change: float | None
-
-
-class SignalsDiff(BaseModel):
-    execution_id: str
-    workflow_id: str
-    artifact_id: UUID | None = Field(description="the run's signals artifact compared")
-    previous_execution_id: str | None = Field(description="the previous successful run of the workflow")
-    previous_artifact_id: UUID | None
-    comparable: bool
-    note: str | None = Field(description="why nothing was compared, when comparable is false")
-    changed_actions: list[SignalChange]
-    strength_moves: list[SignalChange] = Field(description="same action, different strength; biggest move first")
-    new_symbols: list[SignalChange]
-    dropped_symbols: list[SignalChange]
-    unchanged_symbols: list[str]

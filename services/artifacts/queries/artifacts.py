@@ -145,11 +145,11 @@ async def list_by_execution(
     return groups, total or 0, more
 
 
-async def latest_signals_artifact(session: AsyncSession, execution_id: str) -> Artifact | None:
-    """The run's most recent `signals` artifact with an inline payload."""
+async def latest_inline_artifact(session: AsyncSession, execution_id: str, kind: str) -> Artifact | None:
+    """The run's most recent artifact of `kind` with an inline payload."""
     return await session.scalar(
         select(Artifact)
-        .where(Artifact.execution_id == execution_id, Artifact.kind == "signals", Artifact.payload.is_not(None))
+        .where(Artifact.execution_id == execution_id, Artifact.kind == kind, Artifact.payload.is_not(None))
         .order_by(Artifact.created_at.desc(), Artifact.artifact_id.desc())
         .limit(1)
     )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, exists, false, func, select, tuple_
+from sqlalchemy import ColumnElement, false, func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from services.artifacts.db.models import Artifact, Run, RunStep
+from services.artifacts.db.models import Run, RunStep
 from services.artifacts.queries.totals import Total, capped_total
 
 # Stored statuses of a run that has not reached an outcome but is expected to.
@@ -111,21 +111,3 @@ async def get_run(session: AsyncSession, execution_id: str) -> Run | None:
 
 async def run_status(session: AsyncSession, execution_id: str) -> str | None:
     return await session.scalar(select(Run.status).where(Run.execution_id == execution_id))
-
-
-async def previous_successful_run_with_signals(session: AsyncSession, run: Run) -> Run | None:
-    """The latest successful run of the same workflow before `run` that left signals."""
-    has_signals = exists().where(
-        Artifact.execution_id == Run.execution_id, Artifact.kind == "signals", Artifact.payload.is_not(None)
-    )
-    return await session.scalar(
-        select(Run)
-        .where(
-            Run.workflow_id == run.workflow_id,
-            Run.status == "succeeded",
-            tuple_(Run.opened_at, Run.execution_id) < tuple_(run.opened_at, run.execution_id),
-            has_signals,
-        )
-        .order_by(Run.opened_at.desc(), Run.execution_id.desc())
-        .limit(1)
-    )
