@@ -10,6 +10,7 @@ import httpx
 import pytest
 from playwright.async_api import expect
 
+from tests.browser.fire_times import assert_fire_times_shown
 from tests.browser.screens import shot, visible_text
 from tests.support import wait_for_run
 
@@ -88,8 +89,23 @@ async def test_triggering_a_run_from_the_page_shows_it_to_the_end(gateway, page,
     assert_readable(await visible_text(page))
 
 
-async def test_the_schedule_page_shows_next_fire_times(gateway, page, screenshots):
+@pytest.fixture
+def schedule_without_calendar(gateway):
+    """The test stack's cron fires on 1 January only, which no trading calendar has as a
+    trading day, so it has no fire times to show; without the calendar it has some."""
+    url = f"{gateway}/api/workflows/{WORKFLOW}/schedule"
+    before = httpx.get(f"{gateway}/api/workflows/{WORKFLOW}", timeout=10).json()["schedule"]["calendar"]
+    assert httpx.patch(url, json={"calendar": None}, timeout=10).status_code == 200
+    yield
+    assert httpx.patch(url, json={"calendar": before}, timeout=10).status_code == 200
+
+
+async def test_the_schedule_page_shows_next_fire_times(gateway, schedule_without_calendar, page, screenshots):
+    workflows = httpx.get(f"{gateway}/api/workflows", timeout=10).json()["workflows"]
+    [workflow] = [wf for wf in workflows if wf["workflow_id"] == WORKFLOW]
     await page.goto(f"{gateway}/workflows")
-    await expect(page.locator("main")).to_contain_text(WORKFLOW)
-    await expect(page.locator("main")).to_contain_text("0 9 1 1 *")
+    card = page.locator(f"section.workflow[data-workflow={WORKFLOW}]")
+    await expect(card).to_contain_text(WORKFLOW)
+    await expect(card.locator("code.cron")).to_have_text("0 9 1 1 *")
+    await assert_fire_times_shown(card, workflow)
     await shot(page, screenshots, "stack-workflows")
