@@ -82,10 +82,11 @@ def check_event_fields(data: Mapping[str, Any]) -> None:
             _check_scalar(str(name), value)
 
 
-def text_keeps_bounds(raw: bytes, value: Any) -> bool:
-    """Whether the JSON object `raw`, decoded as `value` by json.loads, certainly keeps
-    every bound `check_event_fields` checks, found by scanning the text in C instead of
-    walking every node in Python. False means only "not proven": walk it.
+def text_keeps_bounds(raw: bytes, value: Any | None) -> bool:
+    """Whether the JSON object `raw`, decoded as `value` by json.loads (or None, not
+    decoded yet), certainly keeps every bound `check_event_fields` checks, found by
+    scanning the text in C instead of walking every node in Python. False means only
+    "not proven": walk it.
 
     - text: no NUL or surrogate can hide from the scans above in UTF-8 JSON (raw
       control characters are not valid JSON); so `raw` must start with "{" and hold no
@@ -97,7 +98,7 @@ def text_keeps_bounds(raw: bytes, value: Any) -> bool:
       scalar as 8 (its text + 7 at most, and each is followed by its own "," "]" or
       "}"): a bound on every field at once, checked against the smallest limit;
     - depth: at most as many levels as "{" and "[" in the text; when there are more,
-      the containers alone are walked (not every scalar, as `_walk` does).
+      the containers of `value` alone are walked (not every scalar, as `_walk` does).
     """
     if raw[:1] != b"{" or b"\x00" in raw:
         return False
@@ -112,7 +113,7 @@ def text_keeps_bounds(raw: bytes, value: Any) -> bool:
     if len(raw) + shapes.count(b"k") + 7 * shapes.count(b"d") > _SMALLEST_FIELD_BYTES:
         return False
     # the event object itself is one level above its fields
-    return shapes.count(b"o") <= MAX_DEPTH + 1 or _nesting_at_most(value, MAX_DEPTH + 1)
+    return shapes.count(b"o") <= MAX_DEPTH + 1 or (value is not None and _nesting_at_most(value, MAX_DEPTH + 1))
 
 
 def _nesting_at_most(value: Any, limit: int) -> bool:

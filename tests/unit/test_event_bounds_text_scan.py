@@ -21,7 +21,16 @@ from shared.event_bounds import (
     check_event_fields,
     text_keeps_bounds,
 )
-from shared.events import ArtifactCreated, EventDecodeError, LogRecorded, decode_event
+from shared.events import (
+    ArtifactCreated,
+    EventDecodeError,
+    LogRecorded,
+    RunFailed,
+    RunRequested,
+    RunStarted,
+    StepFailed,
+    decode_event,
+)
 
 pytestmark = pytest.mark.unit
 IDS = {"workflow_id": "wf", "execution_id": "run-1"}
@@ -128,3 +137,60 @@ def test_decoding_answers_the_same_with_or_without_the_scan(field, value, option
         patch.setattr(shared.events, "text_keeps_bounds", lambda raw, value: False)
         walked = decode_outcome(raw)
     assert with_scan == walked
+
+
+# --- validated straight from the text ------------------------------------------------------
+
+def test_events_are_validated_straight_from_their_text():
+    assert shared.events._STRAIGHT is not None, "pydantic's schemas changed shape: every event is decoded slowly"
+
+
+def careful_outcome(raw: bytes):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shared.events, "_STRAIGHT", None)
+        return decode_outcome(raw)
+
+
+some_events = st.sampled_from([
+    ArtifactCreated(**IDS, name="n", kind="dataset", payload={"rows": [1, 2.5, "x"]}, metadata={"m": 1}),
+    ArtifactCreated(**IDS, name="n", kind="model", uri="s3://b/k", size_bytes=3, sha256="a" * 64),
+    LogRecorded(**IDS, step_name="s", message="hello", fields={"n": 1}),
+    RunRequested(**IDS, trigger="manual", params={"symbols": ["AAPL"]}),
+    RunStarted(**IDS, steps=["a", "b"], params={"x": 1}),
+    RunFailed(**IDS, error="boom", failed_items=[{"item": "TSLA", "step": "s", "reason": "r", "code": 200}]),
+    StepFailed(**IDS, step_name="s", attempt=2, error="e"),
+])
+field_names = st.sampled_from(["payload", "metadata", "fields", "params", "message", "name", "kind", "uri",
+                               "size_bytes", "sha256", "occurred_at", "event_id", "attempt", "steps",
+                               "failed_items", "event_type", "level", "unknown", "step_name", "workflow_id"])
+odd_texts = st.sampled_from(['NaN', '-Infinity', '1e400', '"2099-01-01T00:00:00Z"', '"2024-01-01T00:00:00"',
+                             '"not-a-uuid"', '12345678901234567', '1.5', 'true', 'null', '[]', '{}', '"log.record"',
+                             '"artifact.created"', '"x\\u0000"'])
+
+
+@FUZZ
+@given(some_events, st.lists(st.tuples(field_names, json_values), max_size=3),
+       st.lists(st.tuples(field_names, odd_texts), max_size=2), dumps_options)
+def test_an_event_validated_straight_from_its_text_is_the_one_the_careful_way_makes(event, values, odd, options):
+    body = event.model_dump(mode="json") | dict(values)
+    raw = raw_text(body, options)
+    if raw is None:
+        return
+    for name, text in odd:  # what json.dumps would not write: appended as a duplicate key
+        raw = raw[:-1] + b', "' + name.encode() + b'": ' + text.encode() + b"}"
+    assert decode_outcome(raw) == careful_outcome(raw)
+
+
+def artifact_text(tail: str) -> bytes:
+    body = ArtifactCreated(**IDS, name="n", kind="k", payload={"x": 1}).model_dump_json()
+    return (body[:-1] + tail + "}").encode()
+
+
+@pytest.mark.parametrize("tail", [
+    ', "payload": NaN', ', "payload": {"x": -Infinity}', ', "payload": [Infinity]', ', "unknown": 1',
+    ', "event_type": "log.record"', ', "payload": 1e999', ', "payload": "a\\u0000"', ', "occurred_at": "2099-01-01T00:00Z"',
+    ', "payload": 123456789012345678901234567890', ', "metadata": "not an object"', "",
+])
+def test_text_the_two_ways_could_read_apart_is_read_the_careful_way(tail):
+    raw = artifact_text(tail)
+    assert decode_outcome(raw) == careful_outcome(raw)
