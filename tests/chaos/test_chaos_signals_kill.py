@@ -114,6 +114,10 @@ async def stored_rows(database_url: str, execution_id: str) -> dict:
 
 
 async def test_a_run_whose_signals_process_is_killed_midway_is_rerun_to_success_once(stack):
+    # a run before both, so that each has a previous run to compare with (and so a signals_diff)
+    warm_up_id = f"chaos-warm-up-{uuid.uuid4().hex[:8]}"
+    await request_run(stack.bootstrap, warm_up_id)
+    assert (await asyncio.to_thread(stack.wait_run, warm_up_id, finished))["status"] == "succeeded"
     # an uninterrupted run first: what the killed one must end up with, no more, no less
     reference_id = f"chaos-reference-{uuid.uuid4().hex[:8]}"
     await request_run(stack.bootstrap, reference_id)
