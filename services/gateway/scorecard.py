@@ -15,15 +15,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 
 from services.gateway.downstream import DownstreamError, DownstreamUnavailable, Services
+from services.gateway.openapi import GATEWAY_ERRORS
 from services.gateway.pages import problem
 from services.gateway.scorecard_chart import curve_svg, percent
-from shared.events import WORKFLOW_ID_PATTERN
-from shared.http import error_body
+from shared.http import error_body, error_responses
 from shared.scorecard import SCORECARD_KIND, Scorecard, scorecard_workflow_id
 
 router = APIRouter()
 
-WorkflowId = Annotated[str, Path(pattern=WORKFLOW_ID_PATTERN, description="e.g. ibkr_trading_signal_workflow")]
+# A workflow id with room for the `.scorecard` of its scorecard workflow's.
+WorkflowId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,117}$",
+                                 description="e.g. ibkr_trading_signal_workflow")]
 RECENT_SIGNALS = 40
 BACKFILLS_SHOWN = 5
 
@@ -64,7 +66,8 @@ def _no_scorecard(workflow_id: str) -> str:
 
 @router.get(
     "/api/workflows/{workflow_id}/scorecard", tags=["scorecard"], response_model=ScorecardDocument,
-    responses={404: {"description": "no scorecard of this workflow yet"}},
+    responses=error_responses(404, e404="no scorecard of this workflow yet")
+    | {code: response for code, response in GATEWAY_ERRORS.items() if code != 403},
     summary="The latest scorecard of the workflow's signals",
 )
 async def get_scorecard(request: Request, workflow_id: WorkflowId) -> JSONResponse:
@@ -72,7 +75,13 @@ async def get_scorecard(request: Request, workflow_id: WorkflowId) -> JSONRespon
     sessions (null until known), hits, a summary per symbol, action and horizon, curves
     against buy-and-hold, and labels (data used, costs ignored, not yet scorable)."""
     services: Services = request.app.state.services
-    found = await latest_scorecard(services, workflow_id)
+    try:
+        found = await latest_scorecard(services, workflow_id)
+    except DownstreamError as exc:
+        # e.g. the artifact went (retention) between the listing and the read
+        status = 404 if exc.status == 404 else 502
+        return JSONResponse(error_body(status, f"the artifacts service answered {exc.status}: {exc.message}"),
+                            status_code=status)
     if found is None:
         return JSONResponse(error_body(404, _no_scorecard(workflow_id)), status_code=404)
     return JSONResponse(found)

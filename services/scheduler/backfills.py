@@ -47,6 +47,10 @@ log = logging.getLogger(__name__)
 
 # About 20 years of sessions: more is a typo, and would hold the service for hours.
 MAX_SESSIONS = 5000
+# Checked before the calendar is read, which costs a moment per decade.
+MAX_RANGE_DAYS = 366 * 20
+# No exchange calendar nor market data reaches further back.
+EARLIEST = date(1900, 1, 1)
 # Queued rows looked at per release: enough to find the free places behind runs of the
 # same dates that were requested before.
 RELEASE_LOOKAHEAD = 200
@@ -95,6 +99,10 @@ def plan_sessions(calendar: str, start: date, end: date, *, today: date) -> list
         raise BackfillError(f"start {start} is after end {end}")
     if end > today:
         raise BackfillError(f"end {end} is after today ({today}): a run as of a future close cannot be made")
+    if start < EARLIEST:
+        raise BackfillError(f"start {start} is before {EARLIEST}: there is no market data to run on")
+    if (end - start).days > MAX_RANGE_DAYS:
+        raise BackfillError(f"{start} to {end} is longer than 20 years: split the range")
     sessions = trading_calendar.sessions_between(calendar, start, end)
     if not sessions:
         raise BackfillError(f"no {calendar} trading session from {start} to {end}")

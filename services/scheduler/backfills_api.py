@@ -20,6 +20,7 @@ from services.scheduler.rows import Backfill
 from services.scheduler.runtime import SchedulerRuntime
 from services.scheduler.schedules import validated_params
 from shared.events import WORKFLOW_ID_PATTERN, RunParams
+from shared.http import error_responses
 from shared.scorecard import scorecard_workflow_id
 
 DEFAULT_MAX_ACTIVE_RUNS = 4
@@ -28,6 +29,8 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 WorkflowId = Annotated[str, Path(pattern=WORKFLOW_ID_PATTERN, description="e.g. ibkr_trading_signal_workflow")]
 BackfillId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="as returned when it was submitted")]
+UNKNOWN_WORKFLOW = error_responses(404, e404="unknown workflow, or it has no schedule yet")
+UNKNOWN_BACKFILL = error_responses(404, e404="unknown workflow or backfill")
 
 
 class BackfillRequest(BaseModel):
@@ -141,8 +144,12 @@ def _known(workflow_id: str) -> None:
 def build_backfills_router(require_token: Callable) -> APIRouter:
     router = APIRouter(prefix="/api/workflows", tags=["backfills"])
     mutating = [Depends(require_token)]
+    # 401 only happens when a token is set; documenting it always keeps one document.
+    unauthorized = error_responses(401)
 
-    @router.post("/{workflow_id}/backfills", status_code=202, response_model=BackfillAccepted, dependencies=mutating)
+    @router.post("/{workflow_id}/backfills", status_code=202, response_model=BackfillAccepted, dependencies=mutating,
+                 responses=UNKNOWN_WORKFLOW | unauthorized | error_responses(
+                     422, e422="invalid body, or a range without sessions to run (the reason says which)"))
     async def submit_backfill(workflow_id: WorkflowId, body: BackfillRequest, service: Service) -> BackfillAccepted:
         """One run per trading session from start to end, each as of its session's close
         (`params.as_of`), with execution id `backfill-<workflow>-<YYYYMMDD>`: a session
@@ -164,7 +171,7 @@ def build_backfills_router(require_token: Callable) -> APIRouter:
             status_url=f"/api/workflows/{workflow_id}/backfills/{backfill_id}",
         )
 
-    @router.get("/{workflow_id}/backfills", response_model=BackfillList)
+    @router.get("/{workflow_id}/backfills", response_model=BackfillList, responses=UNKNOWN_WORKFLOW)
     async def list_backfills(
         workflow_id: WorkflowId, runtime: Runtime, service: Service,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -179,7 +186,7 @@ def build_backfills_router(require_token: Callable) -> APIRouter:
             counts = await service.counts(session, [row.backfill_id for row in rows])
         return BackfillList(backfills=[backfill_view(row, counts[row.backfill_id]) for row in rows])
 
-    @router.get("/{workflow_id}/backfills/{backfill_id}", response_model=BackfillView)
+    @router.get("/{workflow_id}/backfills/{backfill_id}", response_model=BackfillView, responses=UNKNOWN_BACKFILL)
     async def get_backfill(
         workflow_id: WorkflowId, backfill_id: BackfillId, runtime: Runtime, service: Service,
         runs: Annotated[bool, Query(description="list every session and its run")] = False,
@@ -201,7 +208,8 @@ def build_backfills_router(require_token: Callable) -> APIRouter:
         return backfill_view(row, counts, listed)
 
     @router.post("/{workflow_id}/backfills/{backfill_id}/cancel", response_model=BackfillView,
-                 dependencies=mutating)
+                 dependencies=mutating, responses=UNKNOWN_BACKFILL | unauthorized | error_responses(
+                     409, e409="every run of the backfill was requested already: nothing left to cancel"))
     async def cancel_backfill(
         workflow_id: WorkflowId, backfill_id: BackfillId, runtime: Runtime, service: Service
     ) -> BackfillView:
@@ -215,7 +223,7 @@ def build_backfills_router(require_token: Callable) -> APIRouter:
         return await get_backfill(workflow_id, backfill_id, runtime, service)
 
     @router.post("/{workflow_id}/scorecard/runs", status_code=202, response_model=ScorecardRequested,
-                 dependencies=mutating)
+                 dependencies=mutating, responses=UNKNOWN_WORKFLOW | unauthorized)
     async def request_scorecard(workflow_id: WorkflowId, service: Service) -> ScorecardRequested:
         """Score the workflow's stored signals again now (a run of its scorecard workflow);
         `GET /api/workflows/{workflow_id}/scorecard` answers with the latest scorecard."""

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -112,6 +114,17 @@ def test_submitting_the_same_range_again_starts_no_run(gateway, backfilled):
     assert (again["status"], again["already_requested"], again["succeeded"]) == ("succeeded", 6, 6)
     time.sleep(3)
     assert backfill_runs() == 6
+
+
+def test_the_backfill_asked_ibkr_once_per_symbol(stack, backfilled):
+    """Each run sliced its bars from the symbol's history: 4 historical requests for the
+    6 runs, not 24, and 4 more for the scorecard run after them (a second scorecard, of
+    the second submission below, may already be served from the cache)."""
+    messages = [json.loads(line).get("message", "") for line in stack.log_lines("signals") if line.startswith("{")]
+    asked = [m for m in messages if re.match(r"IBKR historical daily bars for [A-Z]+: \d+ bars \d{4}-", m)]
+    sliced = [m for m in messages if "from the history fetched up to 2013-03-01" in m]
+    assert len(asked) == 2 * len(SYMBOLS), "\n".join(asked)
+    assert len(sliced) == 6 * len(SYMBOLS) - len(SYMBOLS)
 
 
 @pytest.fixture(scope="module")
