@@ -36,7 +36,11 @@ def clean_env(monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(stack_config.STACK_FILE_ENV, str(tmp_path / "stack.json"))
-    return tmp_path
+    saved = dict(os.environ)
+    yield tmp_path
+    # the commands under test fill os.environ from the stack file: none of it may leak
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def test_the_record_is_private_and_holds_only_client_settings(tmp_path):
