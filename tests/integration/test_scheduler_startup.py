@@ -13,21 +13,22 @@ import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.scheduler.main import create_app
-from services.scheduler.migrate import migrate
+from services.scheduler.migrate import migrate, scheduler_alembic_config
 from services.scheduler.rows import VERSION_TABLE, Base
 from services.scheduler.cron import ScheduleError
 from services.scheduler.settings import SchedulerSettings
-from shared.database import SchemaMismatchError, normalize_database_url
+from shared.database import SchemaMismatchError, head_revision, normalize_database_url
 from shared.startup import running
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "sched_0003"
+# the code's head, whatever migration was added last: the tests are about refusing a mismatch
+HEAD = head_revision(scheduler_alembic_config(make_url("postgresql://unused@127.0.0.1/unused")))
 
 
 def settings_for(database_url: str, kafka_env: dict[str, str], **extra) -> SchedulerSettings:
