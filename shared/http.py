@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
 import uvicorn
@@ -49,7 +51,7 @@ class ErrorBody(BaseModel):
 
 
 ERROR_DESCRIPTIONS = {
-    400: "the request cannot be read (a body where none belongs, a header that cannot be decoded)",
+    400: "the request cannot be read: a body on GET or HEAD, a body that is not UTF-8",
     401: "a mutating endpoint without 'Authorization: Bearer <IBFLOW_API_TOKEN>' (only when the token is set)",
     403: "a cross-site request: its Origin or Referer is not an allowed origin",
     404: "no such resource",
@@ -71,6 +73,27 @@ def error_responses(*codes: int, **descriptions: str) -> dict[int | str, dict[st
     }
 
 
+HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete", "options")
+
+
+def path_methods(document: dict[str, Any], path: str) -> frozenset[str] | None:
+    """The methods an OpenAPI document gives `path` (upper case, HEAD with GET), or None
+    when no documented path matches it."""
+    methods: set[str] | None = None
+    for template, item in document.get("paths", {}).items():
+        if _template_pattern(template).fullmatch(path):
+            methods = (methods or set()) | {method.upper() for method in item if method in HTTP_METHODS}
+    if methods and "GET" in methods:
+        methods.add("HEAD")
+    return None if methods is None else frozenset(methods)
+
+
+@lru_cache(maxsize=512)
+def _template_pattern(template: str) -> re.Pattern[str]:
+    """`/api/runs/{execution_id}` as a pattern of the paths it stands for (one segment per parameter)."""
+    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)))
+
+
 def error_body(status: int, message: str, details: object = None) -> dict:
     body: dict = {"error": message, "status": status}
     if details is not None:
@@ -86,8 +109,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         details = None if isinstance(exc.detail, str) else exc.detail
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405 and exc.detail == "Method Not Allowed":
+            # The router's own 405 names the methods of the first route at the path; a path can
+            # have several, and the document names them all.
+            if documented := path_methods(request.app.openapi(), request.url.path):
+                headers["Allow"] = ", ".join(sorted(documented))
+            message = f"{request.method} is not allowed here; allowed: {headers.get('Allow', 'none')}"
         return JSONResponse(error_body(exc.status_code, message, details), status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
+                            headers=headers or None)
 
     @app.exception_handler(Exception)
     async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
@@ -110,8 +140,12 @@ _BODY_ERRORS = (413, 415)
 
 def document_errors(app: FastAPI) -> None:
     """The app's OpenAPI document with the errors its requests can really get: the
-    validation error in ibflow's shape (not FastAPI's), the body limits on operations
-    that take a body, and 503 while the service starts or its database is away."""
+    validation error in ibflow's shape (not FastAPI's), 400 for a body that cannot be
+    read (or is on a GET), 413 and 415 on operations that take a body, and 503 while the
+    service starts or its database is away.
+
+    Optional parameters lose the `null` FastAPI gives them: a query parameter or a header
+    is sent or left out, it cannot be null (`Last-Event-ID: null` is not a number)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -126,8 +160,10 @@ def document_errors(app: FastAPI) -> None:
         gated = getattr(app.state, "startup", None) is not None
         for item in document.get("paths", {}).values():
             for method, operation in item.items():
+                for parameter in operation.get("parameters", []):
+                    parameter["schema"] = _without_null(parameter.get("schema", {}))
                 responses = operation.setdefault("responses", {})
-                codes = {"422"} & responses.keys() | ({"503"} if gated else set())
+                codes = {"400"} | {"422"} & responses.keys() | ({"503"} if gated else set())
                 if method in _BODY_METHODS:
                     codes |= {str(code) for code in _BODY_ERRORS}
                 for code in codes:
@@ -137,6 +173,20 @@ def document_errors(app: FastAPI) -> None:
         return document
 
     app.openapi = openapi
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    options = schema.get("anyOf")
+    if not options or {"type": "null"} not in options:
+        return schema
+    rest = [option for option in options if option != {"type": "null"}]
+    merged = {key: value for key, value in schema.items() if key != "anyOf"} | (
+        rest[0] if len(rest) == 1 else {"anyOf": rest}
+    )
+    descriptions = [d for d in (schema.get("description"), merged.get("description")) if d]
+    if descriptions:
+        merged["description"] = "; ".join(dict.fromkeys(descriptions))
+    return merged
 
 
 def _is_fastapi_default(response: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import Path, Query
-from pydantic import BeforeValidator, WithJsonSchema
+from pydantic import BeforeValidator, Field, WithJsonSchema
 
 # Text without C0 control characters or DEL: PostgreSQL refuses NUL outright, and the
 # others have no business in an identifier or a filter.
@@ -43,6 +43,24 @@ def text_query(max_length: int, description: str | None = None, *, min_length: i
 
 def id_path(max_length: int, description: str | None = None) -> Any:
     return Path(min_length=1, max_length=max_length, pattern=PATH_ID, description=description)
+
+
+# --- numbers in JSON bodies -------------------------------------------------------------
+
+
+def whole_number(value: Any) -> int:
+    """What JSON Schema calls an integer: 20 or 20.0, not "20", true or 20.5."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValueError("expected an integer")
+
+
+def whole_number_in(low: int, high: int) -> Any:
+    """An integer from `low` to `high`, bounds stated in the schema (the validator goes
+    outside the bounds: the other way round pydantic cannot write them as minimum/maximum)."""
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(whole_number)]
 
 
 # --- instants -------------------------------------------------------------------------

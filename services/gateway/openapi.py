@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import re
 import time
 from collections.abc import Callable
-from functools import lru_cache
 from typing import Any
 
 from services.gateway.downstream import Downstream, DownstreamError, DownstreamUnavailable, Services
-from shared.http import error_responses
+from shared.http import error_responses, path_methods
 
 SCHEMA_REF = "#/components/schemas/"
 MUTATING = ("post", "put", "patch", "delete")
@@ -53,13 +51,7 @@ class OpenApiDocs:
         """The methods the service documents at `path` (upper case, HEAD with GET), or
         None when its document is not at hand or no documented path matches."""
         document = await self._service_document(service)
-        if not isinstance(document, dict):
-            return None
-        for template, item in document.get("paths", {}).items():
-            if _template_pattern(template).fullmatch(path):
-                methods = {method.upper() for method in item if method in METHODS}
-                return frozenset(methods | ({"HEAD"} if "GET" in methods else set()))
-        return None
+        return path_methods(document, path) if isinstance(document, dict) else None
 
     async def _service_document(self, service: Downstream) -> dict | str:
         cached = self._cached.get(service.name)
@@ -134,12 +126,6 @@ def _response_document(response: dict[str, Any]) -> dict[str, Any]:
         "description": response["description"],
         "content": {"application/json": {"schema": {"$ref": SCHEMA_REF + response["model"].__name__}}},
     }
-
-
-@lru_cache(maxsize=256)
-def _template_pattern(template: str) -> re.Pattern[str]:
-    """`/api/runs/{execution_id}` as a pattern of the paths it stands for (one segment per parameter)."""
-    return re.compile(re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)))
 
 
 def _renames(service: str, incoming: dict[str, Any], taken: dict[str, Any]) -> dict[str, str]:

@@ -14,6 +14,8 @@ from fastapi import APIRouter, HTTPException, Request
 from starlette.responses import Response, StreamingResponse
 
 from services.gateway.downstream import Downstream, DownstreamUnavailable, Services
+from shared.http import path_methods
+from shared.request_guard import BODYLESS_METHODS, has_body
 from shared.tracing import inject
 
 log = logging.getLogger(__name__)
@@ -40,19 +42,28 @@ router = APIRouter()
     include_in_schema=False,
 )
 async def forward(request: Request) -> Response:
+    """In this order: a method nobody takes at the path is a 405 (with Allow) for everyone,
+    as a service would answer; a GET or HEAD with a body is a 400 before any byte of it is
+    read; only then does a mutation need the token."""
     services: Services = request.app.state.services
+    if own := path_methods(request.app.openapi(), request.url.path):  # the gateway's own (`/api/`, a scorecard)
+        raise _not_allowed(request, own)
     service = services.owner(request.url.path)
     if service is None:
         raise HTTPException(404, f"no API at {request.url.path}; see /docs")
+    allowed = await request.app.state.openapi.methods_at(service, request.url.path)
+    if allowed is not None and request.method not in allowed:
+        raise _not_allowed(request, allowed)
+    if request.method in BODYLESS_METHODS and has_body(request.headers):
+        raise HTTPException(400, f"a {request.method} request carries no body")
     if request.method in MUTATING_METHODS:
-        # A method the service does not take is a 405 (with Allow) for everyone, as the
-        # service itself would answer: only a real operation asks for the token.
-        allowed = await request.app.state.openapi.methods_at(service, request.url.path)
-        if allowed is not None and request.method not in allowed:
-            raise HTTPException(405, f"{request.method} is not allowed on {request.url.path}",
-                                headers={"Allow": ", ".join(sorted(allowed))})
         await request.app.state.require_token(request)
     return await relay(services.client, service, request)
+
+
+def _not_allowed(request: Request, allowed: set[str] | frozenset[str]) -> HTTPException:
+    return HTTPException(405, f"{request.method} is not allowed on {request.url.path}",
+                         headers={"Allow": ", ".join(sorted(allowed))})
 
 
 async def relay(client: httpx.AsyncClient, service: Downstream, request: Request) -> Response:
@@ -60,8 +71,9 @@ async def relay(client: httpx.AsyncClient, service: Downstream, request: Request
     # the gateway's request span is the parent of the service's: one trace from the client on
     inject(headers)
     content = None
-    if (length := request.headers.get("content-length")) or "chunked" in request.headers.get("transfer-encoding", ""):
+    if has_body(request.headers):
         # Passed on chunk by chunk, never held whole; with its length when the client gave one.
+        length = request.headers.get("content-length")
         headers |= {"content-length": length} if length else {}
         content = request.stream()
     streaming = "text/event-stream" in request.headers.get("accept", "") or request.url.path.endswith("/stream")

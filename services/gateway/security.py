@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.request_guard import RequestGuard, refusal
+from shared.request_guard import RequestGuard, refusal, route_takes_method
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 ANY_HOST_PATHS = frozenset({"/health", "/metrics"})
@@ -73,10 +73,16 @@ def normalized_origin(origin: str) -> str:
     return f"{parts.scheme}://{host}:{port}"
 
 
+def refuses_get_body(scope: Scope) -> bool:
+    # The proxy answers /api/ itself: 405 for a method the service lacks first, then this 400.
+    return not scope["path"].startswith("/api/") and route_takes_method(scope)
+
+
 class GatewaySecurity:
     def __init__(self, app: ASGIApp, *, allowed_hosts: str = "", allowed_origins: str = "",
                  max_body_bytes: int) -> None:
-        self.app = RequestGuard(app, max_body_bytes=max_body_bytes, origin_allowed=self.origin_allowed)
+        self.app = RequestGuard(app, max_body_bytes=max_body_bytes, origin_allowed=self.origin_allowed,
+                                refuses_get_body=refuses_get_body)
         configured = names(allowed_hosts)
         self.any_host = "*" in configured
         self.allowed_hosts = LOOPBACK_HOSTS | configured

@@ -13,7 +13,7 @@ from services.scheduler.cron import MAX_CRON_LENGTH
 from services.scheduler.rows import LedgerEntry, Schedule
 from services.scheduler.schedules import MAX_ACTIVE_RUNS, MAX_MISFIRE_WINDOW_SECONDS
 from shared.events import RunParams
-from shared.http_params import PLAIN_TEXT
+from shared.http_params import PLAIN_TEXT, whole_number_in
 
 
 class ScheduleView(BaseModel):
@@ -45,11 +45,6 @@ def _text(max_length: int) -> Any:
     return Annotated[str, Field(max_length=max_length, pattern=PLAIN_TEXT)]
 
 
-def _number(low: int, high: int) -> Any:
-    # Strict: 1e10 or "5" are not counts.
-    return Annotated[int, Strict(), Field(ge=low, le=high)]
-
-
 def _unset() -> Any:
     """The default of a field that may be left out but is never null (None is not
     validated, so only an explicit null is refused)."""
@@ -65,8 +60,8 @@ class ScheduleUpdate(BaseModel):
     timezone: _text(64) = _unset()
     paused: Annotated[bool, Strict()] = _unset()
     misfire_policy: Literal["all", "last", "none"] = _unset()
-    misfire_window_seconds: _number(0, MAX_MISFIRE_WINDOW_SECONDS) = _unset()
-    max_active_runs: _number(1, MAX_ACTIVE_RUNS) | None = Field(default=None, description="null: no limit")
+    misfire_window_seconds: whole_number_in(0, MAX_MISFIRE_WINDOW_SECONDS) = _unset()
+    max_active_runs: whole_number_in(1, MAX_ACTIVE_RUNS) | None = Field(default=None, description="null: no limit")
     calendar: _text(32) | None = Field(default=None, description="e.g. XNYS; null or 'none': every day")
     default_params: RunParams | None = None
 

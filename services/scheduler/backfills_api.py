@@ -8,7 +8,7 @@ from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 
@@ -21,6 +21,7 @@ from services.scheduler.runtime import SchedulerRuntime
 from services.scheduler.schedules import validated_params
 from shared.events import WORKFLOW_ID_PATTERN, RunParams
 from shared.http import error_responses
+from shared.http_params import whole_number_in
 from shared.scorecard import scorecard_workflow_id
 
 DEFAULT_MAX_ACTIVE_RUNS = 4
@@ -41,7 +42,7 @@ class BackfillRequest(BaseModel):
     params: RunParams | None = Field(
         default=None, description="every run's params (the schedule's defaults overridden key by key); no as_of"
     )
-    max_active_runs: Annotated[int, Strict(), Field(ge=1, le=MAX_ACTIVE_RUNS)] = Field(
+    max_active_runs: whole_number_in(1, MAX_ACTIVE_RUNS) = Field(
         default=DEFAULT_MAX_ACTIVE_RUNS, description="runs of this backfill requested and not ended at any time"
     )
 

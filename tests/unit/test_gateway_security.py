@@ -217,3 +217,20 @@ async def test_the_api_cannot_be_framed_or_sniffed_either():
     response, _ = await call("GET", "/api/runs")
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+@pytest.mark.parametrize(("method", "path", "allow"), [
+    ("PUT", "/api/", "GET, HEAD"),
+    ("GET", PAUSE, "POST"),
+    ("OPTIONS", PAUSE, "POST"),
+    ("DELETE", "/api/workflows", "GET, HEAD"),
+])
+async def test_every_method_nobody_takes_is_405_with_allow(method, path, allow):
+    response, downstream = await call(method, path, ibflow_api_token="s3cret")
+    assert_refused(response, 405, downstream, "is not allowed")
+    assert response.headers["allow"] == allow
+
+
+async def test_a_get_with_a_body_on_a_post_only_path_is_405_first():
+    response, downstream = await call("GET", PAUSE, content=b'{"x": 1}', headers={"Content-Type": "application/json"})
+    assert_refused(response, 405, downstream, "GET is not allowed")

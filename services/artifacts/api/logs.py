@@ -18,7 +18,8 @@ from services.artifacts.db.models import LOG_LEVELS, TERMINAL_STATUSES, Run
 from services.artifacts.queries.logs import LogFilters, list_logs, logs_stored_after
 from services.artifacts.runtime import Runtime
 from shared.http import error_responses
-from shared.http_params import BIGINT_MAX, text_query
+from shared.event_bounds import MAX_SAFE_INTEGER
+from shared.http_params import text_query
 
 router = APIRouter(prefix="/api/runs/{execution_id}/logs", tags=["logs"])
 
@@ -102,9 +103,9 @@ async def stream_logs_route(
     streams: Annotated[OpenStreams, Depends(open_streams)],
     execution_id: ExecutionIdDep,
     filters: FiltersDep,
-    after: Annotated[int | None, Query(ge=0, le=BIGINT_MAX, description="id of the last record already seen")] = None,
+    after: Annotated[int | None, Query(ge=0, le=MAX_SAFE_INTEGER, description="id of the last record already seen")] = None,
     last_event_id: Annotated[
-        int | None, Header(ge=0, le=BIGINT_MAX, description="sent by EventSource on reconnect")
+        int | None, Header(ge=0, le=MAX_SAFE_INTEGER, description="sent by EventSource on reconnect")
     ] = None,
 ) -> StreamingResponse:
     """Server-sent events: every record stored after `after`, then new ones as they are
