@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from asyncpg import Connection, UniqueViolationError
 from pydantic_core import to_json
@@ -91,11 +92,30 @@ def log_record(event: LogRecorded) -> tuple:
     )
 
 
+class PreparedBatch(list):
+    """Events, and the COPY records of its artifacts and log lines built as they were
+    added: the consumer builds them while the batch before is being stored, so that
+    its transaction only sends them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: dict[UUID, tuple] = {}
+
+    def add(self, event: Event) -> None:
+        self.append(event)
+        if isinstance(event, ArtifactCreated):
+            self.records[event.event_id] = artifact_record(event)
+        elif isinstance(event, LogRecorded):
+            self.records[event.event_id] = log_record(event)
+
+
 # --- the batch ----------------------------------------------------------------------
 
 
 async def store_batch(session: AsyncSession, events: Sequence[Event]) -> StoreResult:
-    """Write `events` within the caller's transaction; the caller commits."""
+    """Write `events` (a `PreparedBatch` or any sequence) within the caller's
+    transaction; the caller commits."""
+    built = events.records if isinstance(events, PreparedBatch) else {}
     unique = list({event.event_id: event for event in events}.values())
     if not unique:
         return StoreResult(stored=0, duplicates=len(events))
@@ -107,10 +127,10 @@ async def store_batch(session: AsyncSession, events: Sequence[Event]) -> StoreRe
     driver = await _driver_connection(session)
     new_lifecycle_ids = await _insert_new(session, lifecycle)
     new_lifecycle = [e for e in lifecycle if e.event_id in new_lifecycle_ids]
-    new_counted = [
-        *await _copy_new(driver, "artifacts", ARTIFACT_COLUMNS, artifacts, artifact_record),
-        *await _copy_new(driver, "log_records", LOG_COLUMNS, logs, log_record),
-    ]
+    new_counted = await _copy_new(driver, [
+        _Copy("artifacts", ARTIFACT_COLUMNS, artifacts, [built.get(e.event_id) or artifact_record(e) for e in artifacts]),
+        _Copy("log_records", LOG_COLUMNS, logs, [built.get(e.event_id) or log_record(e) for e in logs]),
+    ])
     new_events = new_lifecycle + new_counted
 
     await _lock_runs(driver, {e.execution_id for e in new_events})
@@ -157,31 +177,44 @@ async def _insert_new(session: AsyncSession, lifecycle: list[Event]) -> set:
     return set(result.scalars())
 
 
-async def _copy_new(driver: Connection, table: str, columns: tuple[str, ...], events: list, record) -> list:
-    """Insert the rows of `events` into `table`; returns the events that were new."""
-    if not events:
+@dataclass(frozen=True)
+class _Copy:
+    table: str
+    columns: tuple[str, ...]
+    events: list[Event]
+    records: list[tuple]
+
+
+async def _copy_new(driver: Connection, copies: list[_Copy]) -> list[Event]:
+    """Insert the rows of each table's events; returns the events that were new."""
+    copies = [copy for copy in copies if copy.events]
+    if not copies:
         return []
-    records = [record(event) for event in events]
     await driver.execute("SAVEPOINT ingest_copy")
     try:
-        await driver.copy_records_to_table(table, records=records, columns=columns)
+        for copy in copies:
+            await driver.copy_records_to_table(copy.table, records=copy.records, columns=copy.columns)
     except UniqueViolationError:
         # Something of the batch is stored already (by event_id, or an artifact by its
         # artifact_id under a new event_id): find out what is new.
         await driver.execute("ROLLBACK TO SAVEPOINT ingest_copy")
     else:
         await driver.execute("RELEASE SAVEPOINT ingest_copy")
-        return events
-    names = ", ".join(columns)
-    await driver.execute(f"CREATE TEMP TABLE ingest_staging AS SELECT {names} FROM {table} WITH NO DATA")
-    await driver.copy_records_to_table("ingest_staging", records=records, columns=columns)
-    # No conflict target: either unique index makes a row a duplicate.
-    inserted = await driver.fetch(
-        f"INSERT INTO {table} ({names}) SELECT {names} FROM ingest_staging ON CONFLICT DO NOTHING RETURNING event_id"
-    )
-    await driver.execute("DROP TABLE ingest_staging")
-    new = {row[0] for row in inserted}
-    return [event for event in events if event.event_id in new]
+        return [event for copy in copies for event in copy.events]
+    new_events = []
+    for copy in copies:
+        names = ", ".join(copy.columns)
+        await driver.execute(f"CREATE TEMP TABLE ingest_staging AS SELECT {names} FROM {copy.table} WITH NO DATA")
+        await driver.copy_records_to_table("ingest_staging", records=copy.records, columns=copy.columns)
+        # No conflict target: either unique index makes a row a duplicate.
+        inserted = await driver.fetch(
+            f"INSERT INTO {copy.table} ({names}) SELECT {names} FROM ingest_staging "
+            "ON CONFLICT DO NOTHING RETURNING event_id"
+        )
+        await driver.execute("DROP TABLE ingest_staging")
+        new = {row[0] for row in inserted}
+        new_events += [event for event in copy.events if event.event_id in new]
+    return new_events
 
 
 async def _lock_runs(driver: Connection, execution_ids: set[str]) -> None:
@@ -224,37 +257,42 @@ async def _apply_in_order(session: AsyncSession, execution_ids: set[str], events
 # tests/integration/test_artifacts_store_batch.py holds the two to the same result.
 _BY_IBFLOW = "(r.requested_at IS NOT NULL OR r.started_at IS NOT NULL)"
 _TERMINAL = ", ".join(f"'{status}'" for status in sorted(TERMINAL_STATUSES))
-_COUNT_IN_RUNS = f"""
-    UPDATE runs AS r SET
-        artifact_count = r.artifact_count + new.artifacts,
-        log_count = r.log_count + new.logs,
-        opened_at = LEAST(r.opened_at, new.first_at),
-        last_event_at = GREATEST(r.last_event_at, new.last_at),
-        status = CASE
-            WHEN r.status IN ({_TERMINAL}) THEN r.status
-            WHEN {_BY_IBFLOW} THEN 'running'
-            ELSE 'external' END,
-        updated_at = now()
-    FROM unnest($1::text[], $2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[])
-        AS new (execution_id, artifacts, logs, first_at, last_at)
-    WHERE r.execution_id = new.execution_id
-"""
-_COUNT_IN_STEPS = """
-    UPDATE run_steps AS s SET artifact_count = s.artifact_count + new.artifacts, updated_at = now()
-    FROM unnest($1::text[], $2::text[], $3::int[]) AS new (execution_id, step_name, artifacts)
-    WHERE s.execution_id = new.execution_id AND s.step_name = new.step_name AND new.artifacts > 0
-"""
-_FIRST_SEEN_STEPS = f"""
+# One statement, so one round trip per batch. Its parts all see the tables as they were
+# before it: steps are counted where they exist and inserted where they do not.
+_COUNT = f"""
+    WITH moved_runs AS (
+        UPDATE runs AS r SET
+            artifact_count = r.artifact_count + new.artifacts,
+            log_count = r.log_count + new.logs,
+            opened_at = LEAST(r.opened_at, new.first_at),
+            last_event_at = GREATEST(r.last_event_at, new.last_at),
+            status = CASE
+                WHEN r.status IN ({_TERMINAL}) THEN r.status
+                WHEN {_BY_IBFLOW} THEN 'running'
+                ELSE 'external' END,
+            updated_at = now()
+        FROM unnest($1::text[], $2::int[], $3::int[], $4::timestamptz[], $5::timestamptz[])
+            AS new (execution_id, artifacts, logs, first_at, last_at)
+        WHERE r.execution_id = new.execution_id
+    ),
+    steps AS (
+        SELECT * FROM unnest($6::text[], $7::text[], $8::int[]) WITH ORDINALITY
+            AS new (execution_id, step_name, artifacts, n)
+    ),
+    counted_steps AS (
+        UPDATE run_steps AS s SET artifact_count = s.artifact_count + steps.artifacts, updated_at = now()
+        FROM steps
+        WHERE s.execution_id = steps.execution_id AND s.step_name = steps.step_name AND steps.artifacts > 0
+    )
     INSERT INTO run_steps (execution_id, step_name, position, status, attempt, artifact_count)
-    SELECT new.execution_id, new.step_name,
-           (SELECT count(*) FROM run_steps AS s WHERE s.execution_id = new.execution_id)
-               + row_number() OVER (PARTITION BY new.execution_id ORDER BY new.n) - 1,
-           CASE WHEN {_BY_IBFLOW} THEN 'running' ELSE 'external' END, 0, new.artifacts
-    FROM unnest($1::text[], $2::text[], $3::int[]) WITH ORDINALITY AS new (execution_id, step_name, artifacts, n)
-    JOIN runs AS r ON r.execution_id = new.execution_id
+    SELECT steps.execution_id, steps.step_name,
+           (SELECT count(*) FROM run_steps AS s WHERE s.execution_id = steps.execution_id)
+               + row_number() OVER (PARTITION BY steps.execution_id ORDER BY steps.n) - 1,
+           CASE WHEN {_BY_IBFLOW} THEN 'running' ELSE 'external' END, 0, steps.artifacts
+    FROM steps JOIN runs AS r ON r.execution_id = steps.execution_id
     WHERE NOT EXISTS (
-        SELECT 1 FROM run_steps AS s WHERE s.execution_id = new.execution_id AND s.step_name = new.step_name)
-    ORDER BY new.n
+        SELECT 1 FROM run_steps AS s WHERE s.execution_id = steps.execution_id AND s.step_name = steps.step_name)
+    ORDER BY steps.n
 """
 
 
@@ -268,7 +306,7 @@ class _RunTally:
 
 async def _count(driver: Connection, events: list[Event]) -> None:
     """Move runs and steps for new artifacts and log lines of runs no lifecycle event of
-    this batch touched: one UPDATE of the runs, one of the steps, one INSERT of steps."""
+    this batch touched."""
     if not events:
         return
     runs: dict[str, _RunTally] = {}
@@ -288,10 +326,7 @@ async def _count(driver: Connection, events: list[Event]) -> None:
             steps[key] = steps.get(key, 0) + is_artifact
     ids = sorted(runs)
     await driver.execute(
-        _COUNT_IN_RUNS, ids, [runs[i].artifacts for i in ids], [runs[i].logs for i in ids],
+        _COUNT, ids, [runs[i].artifacts for i in ids], [runs[i].logs for i in ids],
         [runs[i].first_at for i in ids], [runs[i].last_at for i in ids],
+        [run for run, _ in steps], [step for _, step in steps], list(steps.values()),
     )
-    if steps:
-        columns = ([run for run, _ in steps], [step for _, step in steps], list(steps.values()))
-        await driver.execute(_COUNT_IN_STEPS, *columns)
-        await driver.execute(_FIRST_SEEN_STEPS, *columns)
