@@ -126,8 +126,10 @@ def test_the_demo_run_leaves_every_kind_a_reader_needs(gateway, demo_artifacts):
     assert any(a["kind"] == "model" and a["media_type"] == "application/octet-stream" for a in demo_artifacts)
     charts = [a for a in demo_artifacts if a["kind"] == "chart"]
     assert len(charts) == 4  # one per watchlist symbol
-    for chart in charts:
-        assert httpx.get(f"{gateway}{chart['content_url']}").content.startswith(b"\x89PNG\r\n\x1a\n")
+    for chart in charts:  # drawn as SVG from the chart's data
+        assert chart["media_type"] == "image/svg+xml"
+        content = httpx.get(f"{gateway}{chart['content_url']}").content
+        assert content.startswith(b"<svg ") and content.rstrip().endswith(b"</svg>")
 
 
 def test_stored_content_downloads_with_its_recorded_hash(gateway, demo_artifacts):
