@@ -136,6 +136,7 @@ class TrackedRun(Base):
     status: Mapped[str] = mapped_column(String(16))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
+
 class Backfill(Base):
     """One request to run a workflow once per trading session of a date range."""
 
@@ -185,7 +186,6 @@ class BackfillRun(Base):
     # not started again; cancelled: the backfill was cancelled before requesting it
     state: Mapped[str] = mapped_column(String(16))
     released_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-
 
 
 class RetentionLedgerEntry(Base):
