@@ -357,7 +357,16 @@ def _straight_decoder() -> SchemaValidator | None:
             if stripped is None:
                 return None
             choices[cls.model_fields["event_type"].default] = stripped
-        return SchemaValidator({"type": "tagged-union", "choices": choices, "discriminator": "event_type"})
+        # pydantic-core takes a finished model's own validator, bounds walk and all, for
+        # any schema of that model: build these as if the models were not finished yet.
+        finished = {cls: cls.__dict__["__pydantic_complete__"] for cls in EXECUTION_EVENTS}
+        try:
+            for cls in finished:
+                type.__setattr__(cls, "__pydantic_complete__", False)
+            return SchemaValidator({"type": "tagged-union", "choices": choices, "discriminator": "event_type"})
+        finally:
+            for cls, complete in finished.items():
+                type.__setattr__(cls, "__pydantic_complete__", complete)
     except Exception:  # another pydantic's schemas: every event goes the careful way
         return None
 

@@ -22,6 +22,7 @@ from shared.event_bounds import (
     text_keeps_bounds,
 )
 from shared.events import (
+    EXECUTION_EVENTS,
     ArtifactCreated,
     EventDecodeError,
     LogRecorded,
@@ -141,8 +142,15 @@ def test_decoding_answers_the_same_with_or_without_the_scan(field, value, option
 
 # --- validated straight from the text ------------------------------------------------------
 
-def test_events_are_validated_straight_from_their_text():
+def test_events_are_validated_straight_from_their_text(monkeypatch):
     assert shared.events._STRAIGHT is not None, "pydantic's schemas changed shape: every event is decoded slowly"
+    events = [LogRecorded(**IDS, message="m"), ArtifactCreated(**IDS, name="n", kind="k", payload=[1])]
+    walked = []
+    monkeypatch.setattr(shared.events, "check_event_fields", walked.append)
+    for event in events:
+        assert decode_event(event.to_bytes()) == event
+    assert walked == [], "the straight way went through the bounds walk's hook: pydantic reused the models' validators"
+    assert all(cls.__pydantic_complete__ for cls in EXECUTION_EVENTS)
 
 
 def careful_outcome(raw: bytes):
