@@ -70,11 +70,17 @@ def wait_broker_ok(gateway: str, timeout: float = 60) -> dict:
 
 
 async def test_services_find_a_restarted_broker_by_themselves(start_stack, kafka_env, broker):
-    stack = start_stack(**{**kafka_env, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers})
+    # services look for lost topics every KAFKA_TOPIC_CHECK_SECONDS: short here, so the
+    # test's bounded waits are about recovering, not about a 10 s poll
+    stack = start_stack(**{**kafka_env, "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
+                           "KAFKA_TOPIC_CHECK_SECONDS": "1"})
     interrupted = trigger(stack.gateway_url)
     await asyncio.to_thread(wait_mid_run, stack.gateway_url, interrupted)
     broker.stop()
     broker.start()
+    # the system says it is whole again (every topic back) before the next run is asked for
+    health = await asyncio.to_thread(wait_broker_ok, stack.gateway_url)
+    assert health["components"]["broker"]["status"] == "ok", health
 
     execution_id = trigger(stack.gateway_url)
     run = await asyncio.to_thread(wait_for_run, stack.gateway_url, execution_id, RUN_TIMEOUT)
@@ -88,6 +94,3 @@ async def test_services_find_a_restarted_broker_by_themselves(start_stack, kafka
     logs = await fetch(stack.env["DATABASE_URL"], "SELECT count(*), count(DISTINCT event_id) FROM log_records"
                                                   " WHERE execution_id = $1", execution_id)
     assert tuple(logs[0]) == (run["log_count"], run["log_count"])
-    # and the system says it is whole again: every topic is back
-    health = await asyncio.to_thread(wait_broker_ok, stack.gateway_url)
-    assert health["components"]["broker"]["status"] == "ok", health
